@@ -1,0 +1,1 @@
+"""adafactor package."""
