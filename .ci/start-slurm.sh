@@ -48,6 +48,7 @@ KillWait=10
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=30
+DefMemPerCPU=$((mem * 9 / 10 / cpus))
 NodeName=${host} CPUs=${cpus} RealMemory=$((mem * 9 / 10)) State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
