@@ -1,0 +1,301 @@
+"""The fast Adafactor update: the arithmetic of `adafactor.reference` with fewer memory passes.
+
+Where the time goes on a CPU is memory traffic over the big matrices, so this path is organised to
+read each gradient twice and each parameter twice per step, in row chunks small enough to stay in
+cache, and never allocates a temporary larger than one chunk:
+
+* RMS(X_{t-1}) of every tensor in one `torch._foreach_norm` call (one read of the parameters);
+* pass A over a matrix's row chunks (one read of G): G^2 goes into a cache-resident scratch chunk,
+  from which the row means, the column sums and, with one BLAS call, sum_i G_ij^2 / R_i are taken.
+  Because V_hat = R C / mean(R) is an outer product, RMS(U)^2 = mean(R) / (n m) * sum_j
+  (sum_i G_ij^2 / R_i) / C_j, so the clipping factor is known before any update is formed;
+* pass B over the row chunks (one more read of G, one read and one write of X): X += G * a_i * b_j
+  with a = -alpha clip sqrt(mean R) / sqrt(R) and b = 1 / sqrt(C), two fused in-place ops.
+
+Vectors, scalars and other small unfactored tensors are updated together with `torch._foreach_*`
+ops. All statistics and arithmetic are fp32; nothing here reads a value back to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ._common import FactorMode, GroupHyper, StepScalars, TensorStats
+from .reference import reference_update
+from .rounding import write_back_
+
+DEFAULT_CHUNK_NUMEL = 1 << 16  # floats per scratch chunk (256 KiB): fits comfortably in L2
+
+
+@dataclass
+class _Item:
+    param: torch.Tensor
+    grad: torch.Tensor
+    state: dict
+    mode: FactorMode
+    scalars: StepScalars
+    alpha: torch.Tensor | None = None
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float32 else t.float()
+
+
+def _as_matrices(t: torch.Tensor) -> list[torch.Tensor]:
+    """The (n, m) matrices of a rank >= 2 tensor (leading dims kept as a batch); views."""
+    return list(t.reshape(-1, t.shape[-2], t.shape[-1]).unbind(0))
+
+
+def _batch_rows(t: torch.Tensor) -> list[torch.Tensor]:
+    """Per-matrix slices of a row or column statistic of shape lead + (k,); views."""
+    return list(t.reshape(-1, t.shape[-1]).unbind(0))
+
+
+class _Scratch:
+    """One reusable fp32 buffer, handed out as views of the requested shape."""
+
+    def __init__(self, numel: int, device: torch.device) -> None:
+        self.buffer = torch.empty(numel, dtype=torch.float32, device=device)
+
+    def view(self, *shape: int) -> torch.Tensor:
+        numel = 1
+        for s in shape:
+            numel *= s
+        if numel > self.buffer.numel():
+            self.buffer = torch.empty(numel, dtype=torch.float32, device=self.buffer.device)
+        return self.buffer[:numel].view(*shape)
+
+
+def _clip_and_coef(
+    sum_u2: torch.Tensor, numel: int, alpha: torch.Tensor, hp: GroupHyper
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMS(U) from sum(U^2), and the signed coefficient -alpha / max(1, RMS(U)/d)."""
+    update_rms = torch.sqrt(sum_u2 / numel)
+    if hp.clip_threshold is None:
+        return update_rms, -alpha
+    return update_rms, -alpha / torch.clamp(update_rms / hp.clip_threshold, min=1.0)
+
+
+def _apply_to_chunk(
+    x_chunk: torch.Tensor,
+    step_chunk: torch.Tensor,
+    momentum_chunk: torch.Tensor | None,
+    hp: GroupHyper,
+    decay: float,
+) -> None:
+    """x_chunk += step_chunk (which is -alpha U_hat), through momentum if enabled, in fp32."""
+    x32 = _fp32(x_chunk)
+    if decay != 1.0:
+        x32.mul_(decay)
+    if momentum_chunk is None:
+        x32.add_(step_chunk)
+    else:
+        # m = beta1 m + (1 - beta1) alpha U_hat;  X -= m.
+        momentum_chunk.mul_(hp.beta1).sub_(step_chunk, alpha=1 - hp.beta1)
+        x32.sub_(momentum_chunk)
+    write_back_(x_chunk, x32, hp.stochastic_rounding)
+
+
+def _factored_update(
+    item: _Item, hp: GroupHyper, scratch: _Scratch, chunk_numel: int, need_rms: bool
+) -> TensorStats:
+    x, g, state, mode = item.param.detach(), item.grad.detach(), item.state, item.mode
+    b = item.scalars.beta2hat
+    n, m = x.shape[-2], x.shape[-1]
+    rows_per_chunk = max(1, chunk_numel // m)
+    xs, gs = _as_matrices(x), _as_matrices(g)
+    rows = _batch_rows(state["exp_avg_sq_row"]) if mode in ("both", "row") else [None] * len(xs)
+    cols = _batch_rows(state["exp_avg_sq_col"]) if mode in ("both", "col") else [None] * len(xs)
+    momenta = _as_matrices(state["exp_avg"]) if hp.beta1 else [None] * len(xs)
+    sum_u2 = x.new_zeros((), dtype=torch.float32)
+    col_acc = torch.empty((m, 2), dtype=torch.float32, device=x.device)
+    weights = torch.empty((rows_per_chunk, 2), dtype=torch.float32, device=x.device)
+    weights[:, 0] = 1.0
+    row_scales: list[torch.Tensor | None] = []
+
+    # Pass A: statistics (one read of G).
+    for g_mat, r, c in zip(gs, rows, cols, strict=True):
+        col_acc.zero_()
+        row_u2 = x.new_zeros((), dtype=torch.float32)
+        for i in range(0, n, rows_per_chunk):
+            j = min(n, i + rows_per_chunk)
+            g_chunk = _fp32(g_mat[i:j])
+            sq = torch.mul(g_chunk, g_chunk, out=scratch.view(j - i, m))
+            if r is not None:
+                row_mean = sq.mean(dim=-1)
+                # R = b R + (1 - b) mean_j(G^2 + eps1)   (Alg. 4 line 5, as means)
+                r_chunk = r[i:j].mul_(b).add_(row_mean, alpha=1 - b).add_((1 - b) * hp.eps1)
+                if mode == "both":
+                    # columns of col_acc: sum_i G_ij^2 and sum_i G_ij^2 / R_i (one BLAS call)
+                    w = weights[: j - i]
+                    torch.reciprocal(r_chunk, out=w[:, 1])
+                    col_acc.addmm_(sq.t(), w)
+                elif need_rms:
+                    row_u2 = row_u2 + torch.dot(row_mean, r_chunk.reciprocal()) * m
+            else:
+                col_acc[:, 0].add_(sq.sum(dim=0))
+        if c is not None:
+            # C = b C + (1 - b) mean_i(G^2 + eps1)   (Alg. 4 line 6, as means)
+            c.mul_(b).add_(col_acc[:, 0], alpha=(1 - b) / n).add_((1 - b) * hp.eps1)
+        if mode == "both":
+            mean_r = r.mean()
+            row_scales.append(mean_r.sqrt())
+            if need_rms:
+                sum_u2 = sum_u2 + mean_r * torch.dot(col_acc[:, 1], c.reciprocal())
+        elif mode == "row":
+            sum_u2 = sum_u2 + row_u2
+        elif need_rms:
+            sum_u2 = sum_u2 + torch.dot(col_acc[:, 0], c.reciprocal())
+
+    update_rms, coef = _clip_and_coef(sum_u2, x.numel(), item.alpha, hp)
+    decay = 1.0 - item.scalars.rho * hp.weight_decay
+
+    # Pass B: X += G * row_coef_i * col_coef_j (one more read of G, one read/write of X).
+    for k, (x_mat, g_mat, r, c, mom) in enumerate(zip(xs, gs, rows, cols, momenta, strict=True)):
+        if mode == "both":
+            row_coef, col_coef = (coef * row_scales[k]) * r.rsqrt(), c.rsqrt()
+        elif mode == "row":
+            row_coef, col_coef = coef * r.rsqrt(), None
+        else:
+            row_coef, col_coef = None, coef * c.rsqrt()
+        for i in range(0, n, rows_per_chunk):
+            j = min(n, i + rows_per_chunk)
+            g_chunk = _fp32(g_mat[i:j])
+            if row_coef is not None and col_coef is not None:
+                step = torch.mul(g_chunk, row_coef[i:j, None], out=scratch.view(j - i, m))
+                step.mul_(col_coef)
+            elif row_coef is not None:
+                step = torch.mul(g_chunk, row_coef[i:j, None], out=scratch.view(j - i, m))
+            else:
+                step = torch.mul(g_chunk, col_coef, out=scratch.view(j - i, m))
+            _apply_to_chunk(x_mat[i:j], step, None if mom is None else mom[i:j], hp, decay)
+
+    return _stats(item.alpha, update_rms, hp)
+
+
+def _stats(alpha: torch.Tensor, update_rms: torch.Tensor, hp: GroupHyper) -> TensorStats:
+    if hp.clip_threshold is None:
+        clipped = torch.zeros((), dtype=torch.bool, device=alpha.device)
+    else:
+        clipped = update_rms > hp.clip_threshold
+    return TensorStats(step_size=alpha, update_rms=update_rms, clipped=clipped)
+
+
+def _unfactored_chunked_update(
+    item: _Item, hp: GroupHyper, scratch: _Scratch, chunk_numel: int, need_rms: bool
+) -> TensorStats:
+    """A large tensor with a full second moment (Alg. 5 applied elementwise), in flat chunks."""
+    x, g = item.param.detach().view(-1), item.grad.detach().view(-1)
+    v = item.state["exp_avg_sq"].view(-1)
+    mom = item.state["exp_avg"].view(-1) if hp.beta1 else None
+    b = item.scalars.beta2hat
+    sum_u2 = x.new_zeros((), dtype=torch.float32)
+    bounds = [(i, min(x.numel(), i + chunk_numel)) for i in range(0, x.numel(), chunk_numel)]
+    for i, j in bounds:
+        g_chunk = _fp32(g[i:j])
+        # V = b V + (1 - b)(G^2 + eps1)   (Alg. 5 line 5)
+        v_chunk = v[i:j].mul_(b).addcmul_(g_chunk, g_chunk, value=1 - b).add_((1 - b) * hp.eps1)
+        if need_rms:
+            u = torch.div(g_chunk, v_chunk.sqrt(), out=scratch.view(j - i))
+            sum_u2 = sum_u2 + torch.dot(u, u)
+    update_rms, coef = _clip_and_coef(sum_u2, x.numel(), item.alpha, hp)
+    decay = 1.0 - item.scalars.rho * hp.weight_decay
+    for i, j in bounds:
+        u = torch.sqrt(v[i:j], out=scratch.view(j - i))
+        torch.div(_fp32(g[i:j]), u, out=u).mul_(coef)
+        _apply_to_chunk(x[i:j], u, None if mom is None else mom[i:j], hp, decay)
+    return _stats(item.alpha, update_rms, hp)
+
+
+def _unfactored_foreach_update(items: list[_Item], hp: GroupHyper) -> list[TensorStats]:
+    """Many small tensors with a full second moment (Alg. 5), with multi-tensor ops."""
+    xs = [it.param.detach() for it in items]
+    xs32 = [_fp32(x) for x in xs]
+    gs = [_fp32(it.grad.detach()) for it in items]
+    vs = [it.state["exp_avg_sq"] for it in items]
+    bs = [it.scalars.beta2hat for it in items]
+    torch._foreach_mul_(vs, bs)
+    torch._foreach_addcmul_(vs, gs, gs, [1 - b for b in bs])
+    torch._foreach_add_(vs, [(1 - b) * hp.eps1 for b in bs])
+    us = torch._foreach_div(gs, torch._foreach_sqrt(vs))
+    device = xs[0].device
+    inv_sqrt_numel = torch.tensor([x.numel() ** -0.5 for x in xs], device=device)
+    update_rms = torch.stack(torch._foreach_norm(us)) * inv_sqrt_numel
+    alpha = torch.stack([it.alpha for it in items])
+    coef = -alpha
+    if hp.clip_threshold is not None:
+        coef = coef / torch.clamp(update_rms / hp.clip_threshold, min=1.0)
+    torch._foreach_mul_(us, list(coef.unbind(0)))
+    if hp.weight_decay:
+        torch._foreach_mul_(xs32, [1 - it.scalars.rho * hp.weight_decay for it in items])
+    if hp.beta1:
+        ms = [it.state["exp_avg"] for it in items]
+        torch._foreach_mul_(ms, hp.beta1)
+        torch._foreach_add_(ms, us, alpha=-(1 - hp.beta1))
+        torch._foreach_sub_(xs32, ms)
+    else:
+        torch._foreach_add_(xs32, us)
+    for x, x32 in zip(xs, xs32, strict=True):
+        write_back_(x, x32, hp.stochastic_rounding)
+    return [_stats(a, r, hp) for a, r in zip(alpha.unbind(0), update_rms.unbind(0), strict=True)]
+
+
+def _step_sizes(items: Sequence[_Item], hp: GroupHyper) -> None:
+    """alpha_t for every tensor: rho_t, times max(eps2, RMS(X_{t-1})) with parameter scale."""
+    device = items[0].param.device
+    rho = torch.tensor([it.scalars.rho for it in items], dtype=torch.float32, device=device)
+    if hp.scale_parameter:
+        norms = torch._foreach_norm([it.param.detach() for it in items], 2, dtype=torch.float32)
+        inv_sqrt_numel = torch.tensor(
+            [it.param.numel() ** -0.5 for it in items], dtype=torch.float32, device=device
+        )
+        rho = rho * torch.clamp(torch.stack(norms) * inv_sqrt_numel, min=hp.eps2)
+    for it, a in zip(items, rho.unbind(0), strict=True):
+        it.alpha = a
+
+
+def fast_update(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    states: Sequence[dict],
+    modes: Sequence[FactorMode],
+    scalars: Sequence[StepScalars],
+    hp: GroupHyper,
+    *,
+    need_rms: bool,
+    chunk_numel: int = DEFAULT_CHUNK_NUMEL,
+) -> list[TensorStats]:
+    """Update every tensor of one parameter group; returns stats in the order given."""
+    results: list[TensorStats | None] = [None] * len(params)
+    by_device: dict[torch.device, list[tuple[int, _Item]]] = {}
+    for k, (p, g, s, mode, sc) in enumerate(
+        zip(params, grads, states, modes, scalars, strict=True)
+    ):
+        if p.numel() == 0 or not (p.is_contiguous() and g.is_contiguous()):
+            results[k] = reference_update(p, g, s, mode, sc, hp)
+            continue
+        by_device.setdefault(p.device, []).append((k, _Item(p, g, s, mode, sc)))
+
+    for device, indexed in by_device.items():
+        items = [it for _, it in indexed]
+        _step_sizes(items, hp)
+        scratch = _Scratch(chunk_numel, device)
+        small: list[tuple[int, _Item]] = []
+        for k, it in indexed:
+            if it.mode != "none":
+                m = it.param.shape[-1]
+                if m > chunk_numel:
+                    scratch.view(m)
+                results[k] = _factored_update(it, hp, scratch, chunk_numel, need_rms)
+            elif it.param.numel() > chunk_numel:
+                results[k] = _unfactored_chunked_update(it, hp, scratch, chunk_numel, need_rms)
+            else:
+                small.append((k, it))
+        if small:
+            stats = _unfactored_foreach_update([it for _, it in small], hp)
+            for (k, _), st in zip(small, stats, strict=True):
+                results[k] = st
+    return [r for r in results if r is not None]

@@ -1,0 +1,306 @@
+"""Adafactor (Shazeer & Stern, ICML 2018) as a torch.optim.Optimizer.
+
+Every switch is one of the paper's ablation axes, so each Table 2 row is this one class with other
+arguments:
+
+* ``factored``: True (Algorithm 4: row and column statistics over the last two dims), False
+  (Algorithm 5 applied to every tensor: the full second moment), "row" (Table 2 row D: V_hat_ij =
+  r_i, the EMA of the row means of G^2 + eps1 broadcast over columns) or "col" (row E: V_hat_ij =
+  c_j, the EMA of the column means broadcast over rows). Vectors and scalars are never factored;
+  rank > 2 tensors are factored over their last two dims with the leading dims kept (one
+  factorisation per matrix). ``min_dim_size_to_factor`` keeps the full second moment for tensors
+  whose last two dims are not both at least that large.
+* ``beta2``: None gives beta2hat_t = 1 - t^(-decay_exponent) (Section 7.2); a float gives a
+  constant beta2 with Adam's decay correction beta2hat_t = beta2 (1 - beta2^(t-1)) / (1 - beta2^t)
+  (Algorithm 3), so with factored=False, clip_threshold=None, scale_parameter=False and eps1=0
+  this is Adam with beta1=0 and eps=0.
+* ``clip_threshold`` d: U_hat = U / max(1, RMS(U)/d) per tensor, on the unscaled update
+  (Section 6); None disables it.
+* ``lr``: None gives the relative step rho_t = min(1e-2, 1/sqrt t) (with ``warmup_init``:
+  min(1e-6 t, 1/sqrt t)); a float is used as given each step (an LR scheduler may change
+  param_group["lr"]; the optimizer never writes it). ``scale_parameter`` multiplies the step by
+  max(eps2, RMS(X_{t-1})) (Section 8); without it the step is absolute: alpha_t = lr.
+* ``beta1``: momentum on the scaled, clipped update, m = beta1 m + (1 - beta1) alpha_t U_hat,
+  X -= m, without bias correction, as in the paper's reference code. None (or 0) keeps no first
+  moment.
+* ``eps = (eps1, eps2)``: eps1 is added to G^2 before averaging (not a clamp); eps2 floors the
+  parameter scale.
+* ``weight_decay`` (decoupled, AdamW-style): X <- X (1 - rho weight_decay) before the update, with
+  rho = lr or rho_t (the step size before the parameter scale); the decay is not adapted.
+* bf16/fp16 parameters: the state and all arithmetic are fp32; results are written back to bf16
+  with stochastic rounding (``stochastic_rounding=True``, the default) or round-to-nearest; fp16
+  always rounds to nearest.
+* ``track_stats``: keep per-tensor statistics of the last step for `step_stats()`.
+
+``implementation="fast"`` (default) processes big matrices in cache-sized row chunks of
+``chunk_numel`` floats and small tensors with multi-tensor ops (`adafactor.fast`);
+``"reference"`` is the plain per-tensor transcription of Algorithms 4-5 (`adafactor.reference`).
+They agree within fp32 rounding (tests check this).
+
+step() never reads a tensor back to the host (the step count t is a Python int in the state).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+from ._common import FactorMode, GroupHyper, StepScalars, TensorStats, factor_mode, state_shapes
+from .fast import DEFAULT_CHUNK_NUMEL, fast_update
+from .reference import reference_update
+from .schedules import relative_step_size, second_moment_decay
+
+_IMPLEMENTATIONS = ("fast", "reference")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(name: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"Adafactor: invalid {name}={value!r}; expected {expected}")
+
+
+def validate_group(group: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first invalid hyperparameter of a parameter group."""
+    lr = group["lr"]
+    _check("lr", lr, lr is None or (_is_real(lr) and lr >= 0), "None (relative step) or >= 0")
+    b1 = group["beta1"]
+    _check("beta1", b1, b1 is None or (_is_real(b1) and 0 <= b1 < 1), "None or 0 <= beta1 < 1")
+    b2 = group["beta2"]
+    _check("beta2", b2, b2 is None or (_is_real(b2) and 0 < b2 < 1), "None or 0 < beta2 < 1")
+    c = group["decay_exponent"]
+    _check(
+        "decay_exponent",
+        c,
+        _is_real(c) and 0 < c <= 1,
+        "0 < c <= 1 (beta2hat_t = 1 - t^-c; past gradients fade out only for c <= 1)",
+    )
+    d = group["clip_threshold"]
+    _check("clip_threshold", d, d is None or (_is_real(d) and d > 0), "None or > 0")
+    f = group["factored"]
+    ok = f is True or f is False or f in ("row", "col")
+    _check("factored", f, ok, 'True, False, "row" or "col"')
+    for flag in ("scale_parameter", "warmup_init", "stochastic_rounding", "track_stats"):
+        _check(flag, group[flag], isinstance(group[flag], bool), "a bool")
+    if group["warmup_init"] and lr is not None:
+        raise ValueError(
+            "Adafactor: invalid warmup_init=True: it applies only to the relative step "
+            f"(lr=None), got lr={lr!r}"
+        )
+    eps = group["eps"]
+    _check(
+        "eps",
+        eps,
+        isinstance(eps, (tuple, list))
+        and len(eps) == 2
+        and all(_is_real(e) and e >= 0 for e in eps),
+        "a pair (eps1, eps2) of finite numbers >= 0",
+    )
+    wd = group["weight_decay"]
+    _check("weight_decay", wd, _is_real(wd) and wd >= 0, "a finite number >= 0")
+    md = group["min_dim_size_to_factor"]
+    _check(
+        "min_dim_size_to_factor",
+        md,
+        md is None or (isinstance(md, int) and not isinstance(md, bool) and md >= 1),
+        "None or an int >= 1",
+    )
+    impl = group["implementation"]
+    _check("implementation", impl, impl in _IMPLEMENTATIONS, f"one of {_IMPLEMENTATIONS}")
+
+
+class Adafactor(torch.optim.Optimizer):
+    """Adafactor with the paper's ablation switches; see the module docstring for every option."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float | None = None,
+        *,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        decay_exponent: float = 0.8,
+        clip_threshold: float | None = 1.0,
+        factored: bool | str = True,
+        scale_parameter: bool = True,
+        warmup_init: bool = False,
+        eps: tuple[float, float] = (1e-30, 1e-3),
+        weight_decay: float = 0.0,
+        min_dim_size_to_factor: int | None = None,
+        track_stats: bool = False,
+        stochastic_rounding: bool = True,
+        implementation: str = "fast",
+        chunk_numel: int = DEFAULT_CHUNK_NUMEL,
+    ) -> None:
+        if isinstance(chunk_numel, bool) or not isinstance(chunk_numel, int) or chunk_numel < 1:
+            raise ValueError(
+                f"Adafactor: invalid chunk_numel={chunk_numel!r}; expected an int >= 1"
+            )
+        defaults = dict(
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            decay_exponent=decay_exponent,
+            clip_threshold=clip_threshold,
+            factored=factored,
+            scale_parameter=scale_parameter,
+            warmup_init=warmup_init,
+            eps=tuple(eps) if isinstance(eps, list) else eps,
+            weight_decay=weight_decay,
+            min_dim_size_to_factor=min_dim_size_to_factor,
+            stochastic_rounding=stochastic_rounding,
+            implementation=implementation,
+            track_stats=track_stats,
+        )
+        validate_group(defaults)
+        self._chunk_numel = chunk_numel
+        self._last_stats: list[TensorStats] = []
+        self._last_scalars: list[StepScalars] = []
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        validate_group(self.param_groups[-1])
+
+    # ----------------------------------------------------------------------------------------
+    def _mode(self, p: torch.Tensor, group: Mapping[str, Any]) -> FactorMode:
+        return factor_mode(p.shape, group["factored"], group["min_dim_size_to_factor"])
+
+    def _init_state(self, p: torch.Tensor, group: Mapping[str, Any], state: dict) -> None:
+        state["step"] = 0
+        for key, shape in state_shapes(p.shape, self._mode(p, group)).items():
+            state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+        if group["beta1"]:
+            state["exp_avg"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+
+    @staticmethod
+    def _scalars(t: int, group: Mapping[str, Any]) -> StepScalars:
+        lr = group["lr"]
+        if lr is None:
+            rho = relative_step_size(t, group["warmup_init"])
+        else:
+            if not _is_real(lr) or lr < 0:  # an LR scheduler may have set it
+                raise ValueError(f"Adafactor: invalid lr={lr!r} in param_group; expected >= 0")
+            rho = float(lr)
+        beta2hat = second_moment_decay(t, group["beta2"], group["decay_exponent"])
+        return StepScalars(rho=rho, beta2hat=beta2hat)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One update of every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        all_stats: list[TensorStats] = []
+        all_scalars: list[StepScalars] = []
+        for group in self.param_groups:
+            eps1, eps2 = group["eps"]
+            hp = GroupHyper(
+                beta1=group["beta1"] or None,
+                eps1=float(eps1),
+                eps2=float(eps2),
+                clip_threshold=group["clip_threshold"],
+                scale_parameter=group["scale_parameter"],
+                weight_decay=float(group["weight_decay"]),
+                stochastic_rounding=group["stochastic_rounding"],
+            )
+            params, grads, states, modes, scalars = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        "Adafactor does not support sparse gradients (got one for a parameter of "
+                        f"shape {tuple(p.shape)}); use a dense embedding (sparse=False)"
+                    )
+                if not p.is_floating_point():
+                    raise RuntimeError(f"Adafactor: parameter of dtype {p.dtype} is not a float")
+                state = self.state[p]
+                if not state:
+                    self._init_state(p, group, state)
+                state["step"] += 1
+                params.append(p)
+                grads.append(p.grad)
+                states.append(state)
+                modes.append(self._mode(p, group))
+                scalars.append(self._scalars(state["step"], group))
+            if not params:
+                continue
+            if group["implementation"] == "reference":
+                stats = [
+                    reference_update(p, g, s, m, sc, hp)
+                    for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
+                ]
+            else:
+                stats = fast_update(
+                    params,
+                    grads,
+                    states,
+                    modes,
+                    scalars,
+                    hp,
+                    need_rms=group["track_stats"] or hp.clip_threshold is not None,
+                    chunk_numel=self._chunk_numel,
+                )
+            if group["track_stats"]:
+                all_stats.extend(stats)
+                all_scalars.extend(scalars)
+        self._last_stats, self._last_scalars = all_stats, all_scalars
+        return loss
+
+    # ----------------------------------------------------------------------------------------
+    def step_stats(self) -> dict[str, float]:
+        """Statistics of the last step over the tensors of groups with track_stats=True.
+
+        Keys: step_size (mean alpha_t over tensors), rho (mean lr or rho_t), beta2hat (mean),
+        update_rms (mean over tensors of RMS(U_t), the unscaled, unclipped update) and
+        clipped_fraction (fraction of tensors with RMS(U_t) > d). Reads tensors back to the host.
+        """
+        if not any(g["track_stats"] for g in self.param_groups):
+            raise RuntimeError("Adafactor.step_stats() needs track_stats=True")
+        if not self._last_stats:
+            raise RuntimeError("Adafactor.step_stats(): no step with gradients has been taken yet")
+        stats, scalars = self._last_stats, self._last_scalars
+        k = len(stats)
+        step_size = torch.stack([s.step_size.float() for s in stats]).mean()
+        update_rms = torch.stack([s.update_rms.float() for s in stats]).mean()
+        clipped = torch.stack([s.clipped.float() for s in stats]).mean()
+        return {
+            "step_size": float(step_size),
+            "rho": sum(s.rho for s in scalars) / k,
+            "beta2hat": sum(s.beta2hat for s in scalars) / k,
+            "update_rms": float(update_rms),
+            "clipped_fraction": float(clipped),
+        }
+
+    def factoring_report(
+        self, names: Mapping[torch.Tensor, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per parameter: name, shape, how its second moment is kept (mode "both" =
+        factored, "row"/"col" = one factor, "none" = full), factored (bool) and the number of
+        fp32 state floats it keeps (second moment plus momentum). `names` maps parameters to
+        names, e.g. {p: n for n, p in model.named_parameters()}."""
+        lookup = {id(p): n for p, n in names.items()} if names is not None else {}
+        report = []
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                mode = self._mode(p, group)
+                floats = sum(math.prod(s) for s in state_shapes(p.shape, mode).values())
+                if group["beta1"]:
+                    floats += p.numel()
+                report.append(
+                    {
+                        "name": lookup.get(id(p), f"group{gi}.param{pi}"),
+                        "shape": tuple(p.shape),
+                        "mode": mode,
+                        "factored": mode != "none",
+                        "state_floats": floats,
+                    }
+                )
+        return report

@@ -1,0 +1,47 @@
+"""Step-size and second-moment-decay schedules of the paper (Shazeer & Stern, 2018).
+
+All functions take the 1-based step t as a Python int and return Python floats, so the optimizer
+computes them on the host without touching any tensor (no device synchronisation).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _check_step(t: int) -> None:
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ValueError(f"step t must be an int >= 1 (steps are 1-based), got {t!r}")
+
+
+def paper_step_size(t: int, warmup: bool) -> float:
+    """s_t of Table 2: min(1e-6 t, 1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without (t >= 1)."""
+    _check_step(t)
+    inverse_sqrt = 1.0 / math.sqrt(t)
+    return min(1e-6 * t, inverse_sqrt) if warmup else min(1e-2, inverse_sqrt)
+
+
+def relative_step_size(t: int, warmup_init: bool) -> float:
+    """rho_t of Algorithm 6 (lr=None): the same schedule as s_t; warmup_init uses min(1e-6 t, .)."""
+    return paper_step_size(t, warmup_init)
+
+
+def decay_power(t: int, decay_exponent: float) -> float:
+    """beta2hat_t = 1 - t^(-c) (Section 7.2); 0 at t = 1, so no bias correction is needed."""
+    _check_step(t)
+    return 1.0 - t ** (-decay_exponent)
+
+
+def adam_decay_correction(t: int, beta2: float) -> float:
+    """beta2hat_t = beta2 (1 - beta2^(t-1)) / (1 - beta2^t) (Algorithm 3): Adam's bias correction
+    rewritten as a decay, so an EMA with it equals Adam's bias-corrected second moment."""
+    _check_step(t)
+    return beta2 * (1.0 - beta2 ** (t - 1)) / (1.0 - beta2**t)
+
+
+def second_moment_decay(t: int, beta2: float | None, decay_exponent: float) -> float:
+    """beta2hat_t as the optimizer uses it: constant beta2 with Adam's decay correction, or, when
+    beta2 is None, 1 - t^(-decay_exponent)."""
+    if beta2 is None:
+        return decay_power(t, decay_exponent)
+    return adam_decay_correction(t, beta2)

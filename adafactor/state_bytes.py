@@ -1,0 +1,37 @@
+"""Exact byte accounting of an optimizer's state, for any torch.optim.Optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+
+def _tensor_bytes(value: Any, seen: set[int]) -> int:
+    if isinstance(value, torch.Tensor):
+        # Count each storage once (two state entries may view the same memory).
+        if value.is_sparse:
+            return value.values().nbytes + value.indices().nbytes
+        key = value.untyped_storage().data_ptr() if value.numel() else id(value)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return value.untyped_storage().nbytes()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v, seen) for v in value)
+    return 0
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by the tensors in `optimizer.state` (all parameters, all entries, including step
+    counters stored as tensors; Python numbers count 0). Shared storages are counted once."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer_state_bytes expects a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    seen: set[int] = set()
+    states: Iterable[Any] = optimizer.state.values()
+    return sum(_tensor_bytes(state, seen) for state in states)

@@ -1,0 +1,317 @@
+"""`TranslationData`: the LightningDataModule that feeds token-budget batches of encoded sentence pairs.
+
+Batches are dicts:
+- `src`     LongTensor[B, S]: source ids + eos, right-padded with pad_id
+- `tgt_in`  LongTensor[B, T]: bos + target ids (decoder input), padded
+- `tgt_out` LongTensor[B, T]: target ids + eos (what the decoder predicts), padded
+- `references` list[str]: the raw target sentences (for BLEU), `indices` list[int]: example ids.
+
+Resuming mid-epoch: the train loader is a `ResumableDataLoader`, which has `state_dict()` /
+`load_state_dict()`. Lightning saves the state of such "stateful" loaders in every checkpoint
+(`loops.fit_loop.state_dict.combined_loader`) and restores it when `Trainer.fit(..., ckpt_path=...)`
+restarts, so a resumed run continues with exactly the batches the interrupted run had not trained
+on. The Trainer must be built with `use_distributed_sampler=False` under DDP: the batch sampler
+already shards by rank, and Lightning could not re-create it with a DistributedSampler anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.batching import TokenBudgetBatchSampler
+from data.corpora import ParallelText, load_corpus
+from data.vocab import SharedVocab, build_vocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedIds:
+    """Token ids of many sentences in one flat int32 array (a list of lists would cost ~10x RAM)."""
+
+    flat: np.ndarray
+    offsets: np.ndarray  # len(sentences) + 1
+
+    @classmethod
+    def encode(cls, vocab: SharedVocab, texts: list[str], chunk: int = 100_000) -> EncodedIds:
+        parts: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
+        for start in range(0, len(texts), chunk):
+            ids = vocab.encode_batch(texts[start : start + chunk])
+            lengths.append(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+            parts.append(np.fromiter((t for x in ids for t in x), dtype=np.int32))
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        if lengths:
+            np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        return cls(flat, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.flat[self.offsets[i] : self.offsets[i + 1]]
+
+
+class EncodedPairs(Dataset):
+    """Encoded sentence pairs with their raw target text; items are (index, src ids, tgt ids, ref)."""
+
+    def __init__(
+        self, text: ParallelText, vocab: SharedVocab, keep: np.ndarray | None = None,
+        *, max_len: int | None = None,
+    ) -> None:
+        indices = np.arange(len(text)) if keep is None else np.asarray(keep)
+        self.source_text = [text.source[i] for i in indices]
+        self.references = [text.target[i] for i in indices]
+        self.src = EncodedIds.encode(vocab, self.source_text)
+        self.tgt = EncodedIds.encode(vocab, self.references)
+        self.max_len = max_len  # evaluation sentences longer than this are truncated
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, str]:
+        src, tgt = self.src[i], self.tgt[i]
+        if self.max_len is not None:
+            src, tgt = src[: self.max_len], tgt[: self.max_len]
+        return i, src, tgt, self.references[i]
+
+    def padded_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lengths as they appear in a batch: ids + eos (source) and bos + ids (target)."""
+        src, tgt = self.src.lengths(), self.tgt.lengths()
+        if self.max_len is not None:
+            src, tgt = np.minimum(src, self.max_len), np.minimum(tgt, self.max_len)
+        return src + 1, tgt + 1
+
+
+class PadCollator:
+    """Builds a batch dict from items of `EncodedPairs` (a class so DataLoader workers can pickle it)."""
+
+    def __init__(self, pad_id: int, bos_id: int, eos_id: int) -> None:
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+
+    def __call__(self, items: list[tuple[int, np.ndarray, np.ndarray, str]]) -> dict:
+        n = len(items)
+        src_len = max(len(s) for _, s, _, _ in items) + 1
+        tgt_len = max(len(t) for _, _, t, _ in items) + 1
+        src = torch.full((n, src_len), self.pad_id, dtype=torch.long)
+        tgt_in = torch.full((n, tgt_len), self.pad_id, dtype=torch.long)
+        tgt_out = torch.full((n, tgt_len), self.pad_id, dtype=torch.long)
+        for row, (_, s, t, _) in enumerate(items):
+            s_t, t_t = torch.from_numpy(s.astype(np.int64)), torch.from_numpy(t.astype(np.int64))
+            src[row, : len(s)] = s_t
+            src[row, len(s)] = self.eos_id
+            tgt_in[row, 0] = self.bos_id
+            tgt_in[row, 1 : len(t) + 1] = t_t
+            tgt_out[row, : len(t)] = t_t
+            tgt_out[row, len(t)] = self.eos_id
+        return {
+            "src": src,
+            "tgt_in": tgt_in,
+            "tgt_out": tgt_out,
+            "references": [ref for _, _, _, ref in items],
+            "indices": [i for i, _, _, _ in items],
+        }
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a TokenBudgetBatchSampler whose state counts the batches handed out.
+
+    Counting here rather than in the sampler matters with workers: they draw batches from the
+    sampler ahead of training. Lightning fetches one batch at a time from sized loaders, so the
+    count at checkpoint time equals the batches trained on.
+    """
+
+    def __init__(self, dataset: Dataset, batch_sampler: TokenBudgetBatchSampler, **kwargs) -> None:
+        super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+        self._consumed: int | None = None
+        self._iter_epoch: int | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        # A generator: the sampler's epoch and resume position are read at the first next(),
+        # after Lightning's set_epoch() (Lightning calls iter() before set_epoch()).
+        sampler: TokenBudgetBatchSampler = self.batch_sampler
+        self._iter_epoch, self._consumed = sampler.epoch, sampler._start
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        sampler: TokenBudgetBatchSampler = self.batch_sampler
+        if self._consumed is None or self._iter_epoch != sampler.epoch:
+            return sampler.state_dict(consumed=sampler._start)
+        return sampler.state_dict(consumed=self._consumed)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
+        self._consumed = None
+
+
+class TranslationData(L.LightningDataModule):
+    """Corpus -> shared SentencePiece vocab -> encoded pairs -> token-budget batches."""
+
+    def __init__(
+        self,
+        corpus: str,
+        *,
+        corpus_path: str | Path | None = None,
+        vocab_size: int,
+        max_tokens: int,
+        cache_dir: str | Path,
+        seed: int = 0,
+        max_len: int = 256,
+        eval_split: str = "valid",
+        eval_max_sentences: int | None = None,
+        num_workers: int = 0,
+        model_type: str = "unigram",
+    ) -> None:
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if max_tokens < max_len + 1:
+            raise ValueError(
+                f"max_tokens={max_tokens} cannot hold one sentence of max_len={max_len} tokens "
+                f"plus eos; use max_tokens >= {max_len + 1}"
+            )
+        if eval_max_sentences is not None and eval_max_sentences < 1:
+            raise ValueError(f"eval_max_sentences must be >= 1 or None, got {eval_max_sentences}")
+        self.corpus_name = corpus
+        self.corpus_path = corpus_path
+        self.vocab_size = vocab_size
+        self.max_tokens = max_tokens
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self.max_len = max_len
+        self.eval_split = eval_split
+        self.eval_max_sentences = eval_max_sentences
+        self.num_workers = num_workers
+        self.model_type = model_type
+        self.vocab: SharedVocab | None = None
+        self.corpus = None
+        self._datasets: dict[str, EncodedPairs] = {}
+        self._train_loader: ResumableDataLoader | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def prepare_data(self) -> None:
+        """Runs on one process per node before `setup`: trains (or finds) the cached vocab."""
+        self._load_vocab()
+
+    def _load_vocab(self) -> SharedVocab:
+        if self.corpus is None:
+            self.corpus = load_corpus(self.corpus_name, self.corpus_path)
+        if self.vocab is None:
+            train = self.corpus.split("train")
+            self.vocab = build_vocab(
+                [*train.source, *train.target], self.vocab_size, self.cache_dir,
+                model_type=self.model_type,
+            )
+        return self.vocab
+
+    def setup(self, stage: str | None = None) -> None:
+        vocab = self._load_vocab()
+        if "train" not in self._datasets and stage in (None, "fit"):
+            train = self.corpus.split("train")
+            full = EncodedPairs(train, vocab)
+            src_len, tgt_len = full.src.lengths(), full.tgt.lengths()
+            keep = np.flatnonzero((src_len <= self.max_len) & (tgt_len <= self.max_len))
+            dropped = len(train) - len(keep)
+            if dropped:
+                log.info("dropped %d of %d training pairs longer than %d tokens",
+                         dropped, len(train), self.max_len)
+                full = EncodedPairs(train, vocab, keep)
+            if len(full) == 0:
+                raise ValueError(f"no training pair of {self.corpus_name!r} fits max_len={self.max_len}")
+            self._datasets["train"] = full
+        for split in {self.eval_split, "test"} if stage != "fit" else {self.eval_split}:
+            if split not in self._datasets and split in self.corpus.splits:
+                self._datasets[split] = self._eval_dataset(split)
+        if self.eval_split not in self._datasets:
+            self.corpus.split(self.eval_split)  # raises an error naming the missing split
+
+    def _eval_dataset(self, split: str) -> EncodedPairs:
+        text = self.corpus.split(split)
+        keep = None
+        if self.eval_max_sentences is not None and self.eval_max_sentences < len(text):
+            keep = np.arange(self.eval_max_sentences)  # the first N sentences, in file order
+        dataset = EncodedPairs(text, self._load_vocab(), keep, max_len=self.max_len)
+        n_long = int(((dataset.src.lengths() > self.max_len) | (dataset.tgt.lengths() > self.max_len)).sum())
+        if n_long:
+            log.warning("%s: %d sentences longer than max_len=%d are truncated for the model "
+                        "(BLEU still uses the full references)", split, n_long, self.max_len)
+        return dataset
+
+    # ------------------------------------------------------------------ loaders
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        world = trainer.world_size
+        if world > 1 and getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+            raise ValueError(
+                "TranslationData shards batches by rank itself: build the Trainer with "
+                "use_distributed_sampler=False"
+            )
+        return trainer.global_rank, world
+
+    def _collator(self) -> PadCollator:
+        vocab = self._load_vocab()
+        return PadCollator(vocab.pad_id, vocab.bos_id, vocab.eos_id)
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        if "train" not in self._datasets:
+            self.setup("fit")
+        dataset = self._datasets["train"]
+        rank, world = self._rank_and_world()
+        pending = self._train_loader.state_dict() if self._train_loader is not None else None
+        src_len, tgt_len = dataset.padded_lengths()
+        sampler = TokenBudgetBatchSampler(
+            src_len, tgt_len, self.max_tokens, shuffle=True, seed=self.seed,
+            rank=rank, world_size=world, pad_to_equal=True,
+        )
+        if pending is not None:  # a reload keeps the position of the loader it replaces
+            sampler.load_state_dict(pending)
+        self._train_loader = ResumableDataLoader(
+            dataset, sampler, collate_fn=self._collator(), num_workers=self.num_workers,
+        )
+        return self._train_loader
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        if split not in self._datasets:
+            self.setup("validate" if split == self.eval_split else "test")
+        if split not in self._datasets:
+            self.corpus.split(split)  # raises an error naming the missing split
+        dataset = self._datasets[split]
+        rank, world = self._rank_and_world()
+        src_len, tgt_len = dataset.padded_lengths()
+        sampler = TokenBudgetBatchSampler(
+            src_len, tgt_len, self.max_tokens, shuffle=False, seed=self.seed,
+            rank=rank, world_size=world, pad_to_equal=False,
+        )
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(),
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.eval_split)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def eval_references(self, split: str | None = None) -> list[str]:
+        """The reference sentences evaluated for `split` (after the eval_max_sentences cap)."""
+        split = split or self.eval_split
+        if split not in self._datasets:
+            self._datasets[split] = self._eval_dataset(split)
+        return list(self._datasets[split].references)

@@ -1,0 +1,139 @@
+"""Build a cell's torch optimizer and its step-size schedule from the grid's data.
+
+The schedule is a function ``step_size(t)`` of the 1-based optimizer step t. It is applied through
+``torch.optim.lr_scheduler.LambdaLR`` with base lr 1, so ``param_group["lr"]`` holds exactly
+alpha_t (absolute rows, Adam, SGD) or rho_t (relative rows O/P, where Adafactor multiplies it by
+max(eps2, RMS(X_{t-1}))). LambdaLR calls its lambda with the number of scheduler steps taken so far
+(0 before the first optimizer step), hence ``lambda i: step_size(i + 1)``.
+
+Time rescaling (see experiments/scales.py): ``step_size(t) = c * paper(time_factor * t)`` with
+``c = absolute_lr_scale`` for absolute step sizes (alpha_t of rows A-N, SGD's k s_t) and ``c = 1``
+for rho_t (rows O/P: already relative to the parameters' RMS) and Vaswani's schedule (already
+scaled by d_model^-0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from adafactor import Adafactor
+from adafactor.schedules import paper_step_size
+
+SCHEDULE_KINDS = ("absolute", "relative", "sgd", "vaswani")
+OPTIMIZER_NAMES = ("adafactor", "adam", "sgd")
+_ADAFACTOR_KEYS = {
+    "factored",
+    "beta1",
+    "beta2",
+    "decay_exponent",
+    "clip_threshold",
+    "scale_parameter",
+    "warmup_init",
+    "eps",
+    "weight_decay",
+    "min_dim_size_to_factor",
+}
+
+
+def paper_time_step_size(t_paper: float, warmup: bool) -> float:
+    """s at (possibly fractional) paper time t' >= 1: min(1e-6 t', 1/sqrt t') or min(1e-2, ...)."""
+    if float(t_paper).is_integer():
+        return paper_step_size(int(t_paper), warmup)
+    # Between integer steps the formula is the same closed form; paper_step_size takes ints.
+    if t_paper < 1:
+        raise ValueError(f"paper time must be >= 1, got {t_paper}")
+    ramp = 1e-6 * t_paper if warmup else 1e-2
+    return min(ramp, 1.0 / math.sqrt(t_paper))
+
+
+def step_size_schedule(
+    schedule: dict[str, Any], *, time_factor: float = 1.0, absolute_lr_scale: float = 1.0,
+    d_model: int | None = None,
+) -> Callable[[int], float]:
+    # absolute_lr_scale is a width correction for absolute steps only (see experiments/scales.py)
+    """The function t -> alpha_t / rho_t / SGD lr for 1-based step t (see module docstring)."""
+    kind = schedule.get("kind")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"unknown schedule kind {kind!r}; valid kinds: {', '.join(SCHEDULE_KINDS)}")
+    if time_factor <= 0 or absolute_lr_scale <= 0:
+        raise ValueError(f"time_factor and absolute_lr_scale must be > 0, got {time_factor}, {absolute_lr_scale}")
+
+    def paper_time(t: int) -> float:
+        if t < 1:
+            raise ValueError(f"optimizer steps count from 1, got t={t}")
+        return max(1.0, time_factor * t)
+
+    if kind == "vaswani":
+        if d_model is None:
+            raise ValueError("the 'vaswani' schedule needs d_model")
+        warmup_steps = float(schedule.get("warmup_steps", 4000))
+
+        def vaswani(t: int) -> float:
+            tp = paper_time(t)
+            return d_model**-0.5 * min(tp**-0.5, tp * warmup_steps**-1.5)
+
+        return vaswani
+
+    if "warmup" not in schedule:
+        raise ValueError(f"schedule {schedule!r} needs a 'warmup' flag")
+    multiplier = float(schedule.get("multiplier", 1.0))
+    if kind != "relative":
+        multiplier *= absolute_lr_scale
+    warmup = bool(schedule["warmup"])
+
+    def scaled(t: int) -> float:
+        return multiplier * paper_time_step_size(paper_time(t), warmup)
+
+    return scaled
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], optimizer: dict[str, Any], schedule: dict[str, Any],
+    *, track_stats: bool = True,
+) -> torch.optim.Optimizer:
+    """The torch optimizer of a grid cell (its lr is set per step by the schedule)."""
+    spec = dict(optimizer)
+    name = spec.pop("name", None)
+    kind = schedule.get("kind")
+    params = list(params)
+    if name == "adafactor":
+        unknown = set(spec) - _ADAFACTOR_KEYS
+        if unknown:
+            raise ValueError(f"unknown Adafactor setting(s) {sorted(unknown)} in {optimizer!r}")
+        if kind not in ("absolute", "relative"):
+            raise ValueError(f"Adafactor needs an 'absolute' or 'relative' schedule, got {kind!r}")
+        scale = spec.pop("scale_parameter", kind == "relative")
+        if scale != (kind == "relative"):
+            raise ValueError(
+                f"scale_parameter={scale} contradicts the {kind!r} schedule "
+                "(relative step <=> parameter scaling)"
+            )
+        if "eps" in spec:
+            spec["eps"] = tuple(spec["eps"])
+        return Adafactor(params, lr=1.0, scale_parameter=scale, track_stats=track_stats, **spec)
+    if name == "adam":
+        unknown = set(spec) - {"betas", "eps"}
+        if unknown:
+            raise ValueError(f"unknown Adam setting(s) {sorted(unknown)} in {optimizer!r}")
+        return torch.optim.Adam(
+            params, lr=1.0, betas=tuple(spec.get("betas", (0.9, 0.999))), eps=spec.get("eps", 1e-8)
+        )
+    if name == "sgd":
+        if spec:
+            raise ValueError(f"unknown SGD setting(s) {sorted(spec)} in {optimizer!r}")
+        return torch.optim.SGD(params, lr=1.0)
+    raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZER_NAMES)}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, step_size: Callable[[int], float]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR that sets every group's lr to step_size(t) for the coming step t (base lr 1)."""
+    for group in optimizer.param_groups:
+        group["lr"] = 1.0
+        group["initial_lr"] = 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: step_size(i + 1))

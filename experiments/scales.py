@@ -1,0 +1,197 @@
+"""Scale presets: the same grid cell at ``tiny`` (CPU, minutes), ``small`` (Multi30k, one GPU) and
+``base`` (the paper: WMT14 En-De, 100k steps, ~4096 + 4096 tokens, beam 4, alpha 0.6, newstest2013).
+
+Time-rescaling rule (all schedules: s_t, alpha_t, rho_t, SGD's k s_t and Vaswani's)
+--------------------------------------------------------------------------------------
+A preset with ``steps`` training steps evaluates the paper's schedule at paper time
+``t' = time_rescale * t`` with ``time_rescale = 100_000 / steps`` (unless set explicitly), and
+multiplies it by ``absolute_lr_scale``::
+
+    lr(t) = absolute_lr_scale * schedule_paper(time_rescale * t)
+
+so the warmup ramp (paper: 10k of 100k steps) and the no-warmup 1e-2 plateau keep the same
+*fraction* of training (10%), and the value at the end of training is the paper's final value
+(times ``absolute_lr_scale``). base uses ``time_rescale = 1`` and ``absolute_lr_scale = 1``: exactly the paper.
+Optimizer hyperparameters that are themselves time constants (beta2 = 0.999, 1 - t^-c) are *not*
+rescaled: they are the rows' identity, and the paper's instability (Figure 1: with beta2 = 0.999
+the second-moment estimate is out of date for ~1000 steps) acts on that absolute time scale.
+
+The tiny preset was chosen so that the paper's no-warmup collapse can act within a few hundred
+steps; see ``TINY_NOTES`` below for the settings tried and what they gave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAPER_STEPS = 100_000
+
+SHARED_DATA = Path(os.environ.get("ADAFACTOR_SHARED_DATA", Path(__file__).resolve().parents[2]
+                                  / "shared" / "data"))
+
+TINY_NOTES = """(filled in by the tiny-scale calibration; see the module docstring)"""
+
+
+@dataclass(frozen=True)
+class ScalePreset:
+    """Everything about a run that is not the grid cell: model size, data, budget, evaluation."""
+
+    name: str
+    model: str  # models.presets name
+    corpus: str  # data.corpora name
+    vocab_size: int
+    max_tokens: int  # token budget per batch (max of source and target tokens, per rank)
+    steps: int
+    val_interval: int  # validation loss every N steps (BLEU only at the end)
+    checkpoint_interval: int  # ModelCheckpoint every N steps (last.ckpt kept for resume)
+    eval_split: str
+    eval_max_sentences: int | None  # cap on sentences decoded for BLEU (None: whole split)
+    decode: str  # "beam" or "greedy"
+    beam_size: int
+    length_penalty: float
+    seed: int = 0
+    absolute_lr_scale: float = 1.0
+    time_rescale: float | None = None  # None: PAPER_STEPS / steps
+    corpus_path: str | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    max_len: int = 256
+    precision: str = "32-true"
+    num_workers: int = 0
+    log_interval: int = 10  # metrics.jsonl / W&B training rows every N steps
+    torch_threads: int | None = None  # torch.set_num_threads (tiny: 1, so 2 cells share 2 cores)
+    accumulate_grad_batches: int = 1  # micro-batches per optimizer step (per rank)
+
+    @property
+    def paper_time_factor(self) -> float:
+        """Paper steps per preset step: the schedule is evaluated at t' = factor * t."""
+        return float(self.time_rescale) if self.time_rescale is not None else PAPER_STEPS / self.steps
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["paper_time_factor"] = self.paper_time_factor
+        return out
+
+
+def _multi30k_path() -> str | None:
+    path = SHARED_DATA / "multi30k"
+    return str(path) if (path / "train.en").is_file() else None
+
+
+def _presets() -> dict[str, ScalePreset]:
+    return {
+        "tiny": ScalePreset(
+            name="tiny",
+            model="tiny",
+            corpus="embedded",
+            vocab_size=1000,
+            max_tokens=1024,
+            steps=400,
+            val_interval=100,
+            checkpoint_interval=100,
+            eval_split="valid",
+            eval_max_sentences=200,
+            decode="greedy",
+            beam_size=1,
+            length_penalty=0.6,
+            absolute_lr_scale=1.0,
+            torch_threads=1,
+        ),
+        "small": ScalePreset(
+            name="small",
+            model="small",
+            corpus="multi30k",
+            corpus_path=_multi30k_path(),
+            vocab_size=8000,
+            max_tokens=4096,
+            steps=20_000,
+            val_interval=1000,
+            checkpoint_interval=1000,
+            eval_split="valid",
+            eval_max_sentences=None,
+            decode="beam",
+            beam_size=4,
+            length_penalty=0.6,
+        ),
+        "base": ScalePreset(
+            name="base",
+            model="base",
+            corpus="wmt14",
+            vocab_size=32_768,
+            max_tokens=4096,
+            steps=PAPER_STEPS,
+            val_interval=5000,
+            checkpoint_interval=5000,
+            eval_split="valid",  # newstest2013
+            eval_max_sentences=None,
+            decode="beam",
+            beam_size=4,
+            length_penalty=0.6,
+            time_rescale=1.0,
+        ),
+    }
+
+
+SCALES = ("tiny", "small", "base")
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    allowed: dict[str, tuple[type, ...]] = {
+        "str": (str,),
+        "int": (int,),
+        "float": (int, float),
+        "str | None": (str, type(None)),
+        "int | None": (int, type(None)),
+        "float | None": (int, float, type(None)),
+        "dict[str, Any]": (dict,),
+    }
+    types = allowed[annotation]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise TypeError(
+            f"scale override {name!r} must be {annotation}, got {type(value).__name__} {value!r}"
+        )
+
+
+def scale_preset(name: str, **overrides: Any) -> ScalePreset:
+    """The preset ``name`` with fields replaced by ``overrides`` (unknown key or wrong type: error)."""
+    presets = _presets()
+    if name not in presets:
+        raise ValueError(f"unknown scale {name!r}; valid scales: {', '.join(SCALES)}")
+    fields = {f.name: f.type for f in dataclasses.fields(ScalePreset)}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ValueError(
+                f"unknown scale override {key!r}; valid keys: {', '.join(sorted(fields))}"
+            )
+        _check_type(key, value, str(fields[key]))
+    if "corpus_path" in overrides and overrides["corpus_path"] is not None:
+        overrides["corpus_path"] = str(overrides["corpus_path"])
+    preset = dataclasses.replace(presets[name], **overrides)
+    _validate(preset)
+    return preset
+
+
+def _validate(p: ScalePreset) -> None:
+    for key in ("vocab_size", "max_tokens", "steps", "val_interval", "checkpoint_interval",
+                "log_interval", "beam_size", "max_len", "accumulate_grad_batches"):
+        if getattr(p, key) < 1:
+            raise ValueError(f"scale setting {key!r} must be >= 1, got {getattr(p, key)}")
+    if p.checkpoint_interval % p.log_interval:
+        raise ValueError(
+            f"checkpoint_interval ({p.checkpoint_interval}) must be a multiple of log_interval "
+            f"({p.log_interval}): a checkpoint is taken right after a logged row"
+        )
+    if p.decode not in ("beam", "greedy"):
+        raise ValueError(f"scale setting 'decode' must be 'beam' or 'greedy', got {p.decode!r}")
+    if p.absolute_lr_scale <= 0:
+        raise ValueError(f"scale setting 'absolute_lr_scale' must be > 0, got {p.absolute_lr_scale}")
+    if p.time_rescale is not None and p.time_rescale <= 0:
+        raise ValueError(f"scale setting 'time_rescale' must be > 0, got {p.time_rescale}")
+    if p.eval_max_sentences is not None and p.eval_max_sentences < 1:
+        raise ValueError(
+            f"scale setting 'eval_max_sentences' must be >= 1 or None, got {p.eval_max_sentences}"
+        )

@@ -1,0 +1,47 @@
+"""``--set key=value`` overrides of the scale preset, fail-loud (unknown key or wrong type)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from reproduce.errors import UsageError
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses (``400`` -> int, ``0.5`` -> float, ``null`` -> None, ``true``,
+    ``{"d_model": 64}``), otherwise the text itself (``beam``, ``/data/wmt``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_set_args(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["steps=40", "decode=greedy"]`` -> ``{"steps": 40, "decode": "greedy"}``."""
+    overrides: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected key=value, e.g. --set steps=40")
+        if key in overrides:
+            raise UsageError(f"--set {key} given twice")
+        overrides[key] = parse_value(value.strip())
+    return overrides
+
+
+def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
+    """Build the preset once so a bad key, type or value fails here, before anything runs."""
+    from experiments.scales import scale_preset
+
+    try:
+        scale_preset(scale, **overrides)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--set: {err}") from err
+
+
+def format_set_args(overrides: dict[str, Any]) -> list[str]:
+    """The inverse of parse_set_args, for command lines written into Slurm scripts."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]

@@ -1,0 +1,91 @@
+"""PNG plots for paper_tables/: validation loss per row (one panel per row, one line per column)
+and the paper's Figure 1 (RMS of the unscaled update over steps, beta2 = 0.999 vs 0.9)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from reproduce.metrics import series
+from reproduce.render import COLUMN_TITLES, TableData, write_atomic
+
+MetricsLoader = Callable[[str], list[dict[str, Any]]]
+FIGURE1_ROWS = (("A", "beta2 = 0.999 (row A)"), ("G", "beta2 = 0.9 (row G)"))
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) -> Path | None:
+    """One panel per row of ``data``, validation loss over steps for each column; None if no
+    cell has a validation loss yet."""
+    curves: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for row in data.rows:
+        for column in data.columns:
+            tc = data.cell(row, column)
+            if tc.result is None:
+                continue
+            steps, values = series(load_metrics(tc.result["cell_id"]), "valid_loss")
+            if steps:
+                curves.setdefault(row, {})[column] = (steps, values)
+    if not curves:
+        return None
+    n_cols = min(4, len(data.rows))
+    n_rows = math.ceil(len(data.rows) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
+    for ax, row in zip(axes.flat, data.rows, strict=False):
+        ax.set_title(f"{row}: {data.cell(row, data.columns[0]).cell.description}"[:48], fontsize=7)
+        for column, (steps, values) in curves.get(row, {}).items():
+            tc = data.cell(row, column)
+            label = COLUMN_TITLES.get(column, column) + (" (collapsed)" if tc.collapsed else "")
+            ax.plot(steps, values, label=label, linewidth=1)
+        if row in curves:
+            ax.legend(fontsize=6)
+        else:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("step", fontsize=7)
+        ax.set_ylabel("validation loss", fontsize=7)
+    for ax in list(axes.flat)[len(data.rows):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{data.table}: validation loss per row", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str = "table2") -> Path | None:
+    """The paper's Figure 1 from rows A (beta2 = 0.999) and G (beta2 = 0.9) with warmup.
+
+    Our ``update_rms`` is the mean over parameter tensors of RMS(U_t) (adafactor's step_stats),
+    where the paper plots one weight matrix; None when neither row has the series.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    plotted = False
+    for row, label in FIGURE1_ROWS:
+        steps, values = series(load_metrics(f"{table}/{row}/warmup/seed0"), "update_rms")
+        if steps:
+            ax.plot(steps, values, label=label, linewidth=1)
+            plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.axhline(1.0, linestyle="--", color="gray", linewidth=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("RMS of the unscaled update U_t")
+    ax.set_title("Figure 1: RMS(U_t) with warmup (mean over parameter tensors)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

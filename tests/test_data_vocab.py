@@ -1,0 +1,61 @@
+"""Shared SentencePiece vocabulary: special ids, content-hash cache, round trips, bad arguments."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from data.corpora import load_corpus
+from data.vocab import SharedVocab, build_vocab
+
+
+@pytest.fixture(scope="module")
+def multi30k_text(multi30k_dir: Path) -> list[str]:
+    train = load_corpus("multi30k", multi30k_dir).split("train")
+    return [*train.source[:4000], *train.target[:4000]]
+
+
+def test_special_ids_round_trip_and_cache(multi30k_text: list[str], tmp_path: Path) -> None:
+    vocab = build_vocab(multi30k_text, 1000, tmp_path)
+    assert (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2, 3)
+    assert vocab.size == 1000
+    assert vocab.model_path.parent == tmp_path and vocab.model_path.name.startswith("spm-")
+    for sentence in multi30k_text[::500]:
+        ids = vocab.encode(sentence)
+        assert min(ids) > 3
+        assert vocab.decode([vocab.bos_id, *ids, vocab.eos_id, vocab.pad_id]) == sentence
+    mtime = vocab.model_path.stat().st_mtime_ns
+    again = build_vocab(list(multi30k_text), 1000, tmp_path)
+    assert again.model_path == vocab.model_path
+    assert again.model_path.stat().st_mtime_ns == mtime  # loaded, not retrained
+    assert not list(tmp_path.glob(".spm-train-*"))  # temp dirs are cleaned up
+    other_size = build_vocab(multi30k_text, 800, tmp_path)
+    other_text = build_vocab(multi30k_text[:-1], 1000, tmp_path)
+    assert len({vocab.model_path, other_size.model_path, other_text.model_path}) == 3
+
+
+def test_vocab_pickles_for_dataloader_workers(multi30k_text: list[str], tmp_path: Path) -> None:
+    vocab = build_vocab(multi30k_text, 600, tmp_path, model_type="bpe")
+    copy = pickle.loads(pickle.dumps(vocab))
+    assert copy.encode("Ein Mann fährt Fahrrad.") == vocab.encode("Ein Mann fährt Fahrrad.")
+
+
+def test_small_text_gives_a_smaller_vocab_with_a_warning(tmp_path: Path, caplog) -> None:
+    vocab = build_vocab(["ab ab ab", "ba ba"], 500, tmp_path, model_type="bpe")
+    assert vocab.size < 500
+    assert "stopped at" in caplog.text
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_vocab(["a"], 0, tmp_path)
+    with pytest.raises(ValueError, match="unknown model_type 'wordpiece'"):
+        build_vocab(["a"], 100, tmp_path, model_type="wordpiece")
+    with pytest.raises(ValueError, match="no text"):
+        build_vocab([], 100, tmp_path)
+    with pytest.raises(ValueError, match="newline"):
+        build_vocab(["a\nb"], 100, tmp_path)
+    with pytest.raises(FileNotFoundError, match="SentencePiece model not found"):
+        SharedVocab(tmp_path / "missing.model")

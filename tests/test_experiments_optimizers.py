@@ -1,0 +1,83 @@
+"""Each grid row builds the right optimizer with the row's switches, and LambdaLR sets its lr."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adafactor import Adafactor
+from experiments.grid import get_cell, table_cells
+from experiments.optimizers import build_optimizer, step_size_schedule
+
+
+def _params() -> list[torch.nn.Parameter]:
+    torch.manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(4))]
+
+
+@pytest.mark.parametrize("cell", table_cells("table2", rows=list("ABCEGHKOP") + ["Q3"]),
+                         ids=lambda c: c.cell_id)
+def test_row_builds_its_optimizer(cell) -> None:
+    opt = build_optimizer(_params(), cell.optimizer, cell.schedule)
+    group = opt.param_groups[0]
+    if cell.row == "B":
+        assert type(opt) is torch.optim.Adam
+        assert group["betas"] == (0.9, 0.999) and group["eps"] == 1e-9
+    elif cell.row.startswith("Q"):
+        assert type(opt) is torch.optim.SGD
+        assert group["momentum"] == 0
+    else:
+        assert isinstance(opt, Adafactor)
+        for key in ("factored", "beta1", "beta2", "clip_threshold", "scale_parameter"):
+            assert group[key] == cell.optimizer[key], key
+        assert group["scale_parameter"] == (cell.row in "OP")
+        assert group["track_stats"] is True
+        if cell.optimizer["beta2"] is None:
+            assert group["decay_exponent"] == cell.optimizer["decay_exponent"]
+
+
+def test_lambda_lr_sets_the_step_size_of_each_step() -> None:
+    """param_group['lr'] during step t equals alpha_t (t from 1), through the module's LambdaLR."""
+    cell = get_cell("table2/A/warmup/seed0")
+    schedule = step_size_schedule(cell.schedule, time_factor=250.0)
+    params = _params()
+    opt = build_optimizer(params, cell.optimizer, cell.schedule)
+    for group in opt.param_groups:
+        group["lr"] = group["initial_lr"] = 1.0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: schedule(i + 1))
+    seen = []
+    for _ in range(5):
+        sum((p**2).sum() for p in params).backward()
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    assert seen == pytest.approx([0.1 * 1e-6 * 250 * t for t in range(1, 6)])
+
+
+def test_relative_row_scales_by_parameter_rms() -> None:
+    """Row O: the applied step is rho_t * max(eps2, RMS(X)), i.e. update / RMS(X) ~ rho_t."""
+    cell = get_cell("table2/O/no-warmup/seed0")
+    p = torch.nn.Parameter(torch.full((8, 8), 3.0))
+    opt = build_optimizer([p], cell.optimizer, cell.schedule)
+    opt.param_groups[0]["lr"] = 1e-2
+    p.grad = torch.ones_like(p)
+    before = p.detach().clone()
+    opt.step()
+    assert (before - p.detach()).abs().mean().item() == pytest.approx(3.0 * 1e-2, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "schedule", "message"),
+    [
+        ({"name": "rmsprop"}, {"kind": "sgd"}, "unknown optimizer 'rmsprop'"),
+        ({"name": "adafactor", "betta": 1}, {"kind": "absolute"}, "unknown Adafactor setting"),
+        ({"name": "adafactor"}, {"kind": "sgd"}, "needs an 'absolute' or 'relative'"),
+        ({"name": "adafactor", "scale_parameter": True}, {"kind": "absolute"}, "contradicts"),
+        ({"name": "sgd", "momentum": 0.9}, {"kind": "sgd"}, "unknown SGD setting"),
+        ({"name": "adam", "amsgrad": True}, {"kind": "absolute"}, "unknown Adam setting"),
+    ],
+)
+def test_bad_specs(optimizer, schedule, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_optimizer(_params(), optimizer, schedule)

@@ -1,0 +1,106 @@
+"""Result files: atomic JSON writes, metrics.jsonl truncation on resume, load_results, W&B naming."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.grid import get_cell
+from experiments.tracking import (
+    MetricsWriter,
+    atomic_write_json,
+    load_results,
+    read_json,
+    wandb_run_id,
+    wandb_settings,
+)
+
+WRITER = """
+import sys
+from experiments.tracking import atomic_write_json
+path = sys.argv[1]
+i = 0
+while True:
+    atomic_write_json(path, {"version": i % 2, "payload": [i % 2] * 200_000})
+    i += 1
+"""
+
+
+def test_sigkill_during_writes_never_leaves_a_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    atomic_write_json(path, {"version": 0, "payload": [0] * 200_000})
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+    try:
+        reads = 0
+        deadline = time.monotonic() + 60
+        while reads < 30 and time.monotonic() < deadline:
+            data = read_json(path)  # a torn file would raise JSONDecodeError here
+            assert data["payload"] == [data["version"]] * 200_000
+            reads += 1
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = read_json(path)
+    assert final["payload"] == [final["version"]] * 200_000
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp_files(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "config.json"
+    atomic_write_json(path, {"a": 1})
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("experiments.tracking.os.replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(path, {"a": 2})
+    assert read_json(path) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_non_finite_values_are_written_as_strings(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "r.json", {"loss": float("nan"), "x": float("inf")})
+    assert read_json(tmp_path / "r.json") == {"loss": "nan", "x": "inf"}
+
+
+def test_metrics_truncate_after_checkpoint_step(tmp_path: Path) -> None:
+    writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    for step in (10, 20, 30, 40):
+        writer.append({"step": step, "train_loss": step / 10})
+    with open(writer.path, "a") as f:
+        f.write('{"step": 50, "train_lo')  # torn line of a killed process
+    writer.truncate_after(20)
+    assert [r["step"] for r in writer.rows()] == [10, 20]
+    writer.append({"step": 30, "train_loss": 3.0})
+    assert [r["step"] for r in writer.rows()] == [10, 20, 30]
+    writer.truncate_after(0)
+    assert writer.rows() == []
+
+
+def test_load_results_reads_every_cell(tmp_path: Path) -> None:
+    for cell_id in ("table2/B/warmup/seed0", "table2/A/no-warmup/seed0"):
+        atomic_write_json(tmp_path / cell_id / "result.json", {"cell_id": cell_id, "bleu": 1.0})
+    (tmp_path / "table2/C/warmup/seed0").mkdir(parents=True)  # started, no result yet
+    results = load_results(tmp_path)
+    assert [r["cell_id"] for r in results] == ["table2/A/no-warmup/seed0", "table2/B/warmup/seed0"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results(tmp_path / "missing")
+
+
+def test_wandb_naming_groups_by_table_row_and_warmup(tmp_path: Path) -> None:
+    cell = get_cell("table2/H/no-warmup/seed0")
+    s = wandb_settings(cell, "tiny", tmp_path)
+    assert s["group"] == "table2/H" and s["name"] == "table2/H/no-warmup/seed0"
+    assert {"table2", "row:H", "no-warmup", "scale:tiny"} <= set(s["tags"])
+    assert s["id"] == wandb_run_id(cell.cell_id, tmp_path, "tiny")  # stable across restarts
+    assert s["id"] != wandb_run_id(cell.cell_id, tmp_path / "other", "tiny")
+    assert json.dumps(s)  # plain data

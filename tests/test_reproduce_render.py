@@ -1,0 +1,177 @@
+"""Rendering paper_tables/ from result.json files (fixture data written here, in the runner's
+format), the collapse rule and the agreement count."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.grid import table_cells
+from experiments.tracking import atomic_write_json
+from reproduce.collapse import collapsed_cells
+from reproduce.publish import render_tables
+from reproduce.render import build_table, csv_text, latex, markdown
+
+RECIPE = {"split": "valid", "corpus": "embedded", "max_sentences": 200, "sentences": 200,
+          "decode": "greedy", "beam": 1, "length_penalty": None}
+SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.4.2"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: str = "tiny",
+                 metrics: list[dict] | None = None) -> dict:
+    """One cell's result.json (and metrics.jsonl) as experiments.runner writes them."""
+    table, row, column, seed = cell_id.split("/")
+    diverged = bleu == "diverged"
+    result = {
+        "cell_id": cell_id, "table": table, "row": row, "column": column,
+        "warmup": column == "warmup", "seed": int(seed[4:]), "scale": scale,
+        "status": "diverged" if diverged else "ok",
+        "bleu": None if diverged else float(bleu), "bleu_signature": SIGNATURE,
+        "tokenized_bleu": None if diverged else float(bleu) + 1.0,
+        "tokenized_bleu_signature": "nrefs:1|case:mixed|eff:no|tok:intl|smooth:exp|version:2.4.2",
+        "bleu_recipe": RECIPE, "valid_loss": 4.5, "train_loss": 4.4, "steps": 400,
+    }
+    atomic_write_json(results_dir / cell_id / "result.json", result)
+    if metrics is not None:
+        lines = "".join(json.dumps(m) + "\n" for m in metrics)
+        (results_dir / cell_id / "metrics.jsonl").write_text(lines)
+    return result
+
+
+def curve(rms_peak: float) -> list[dict]:
+    rows = []
+    for step in range(10, 410, 10):
+        row = {"step": step, "train_loss": 8.0 - step / 100, "update_rms": 1.0 + rms_peak / step}
+        if step % 100 == 0:
+            row["valid_loss"] = 8.5 - step / 100
+        rows.append(row)
+    return rows
+
+
+def paper_like_results(results_dir: Path, flips: dict[str, float | str] | None = None) -> None:
+    """Every Table 2 cell with the paper's BLEU, except the cells in ``flips``."""
+    flips = flips or {}
+    for cell in table_cells("table2"):
+        bleu = flips.get(cell.cell_id, cell.paper_bleu)
+        metrics = curve(50.0 if cell.row == "A" else 5.0) if cell.row in ("A", "G", "B") else None
+        write_result(results_dir, cell.cell_id, bleu, metrics=metrics)
+
+
+def test_collapse_rule_quarter_of_best_in_column() -> None:
+    marks = collapsed_cells({"best": 20.0, "edge": 5.0, "below": 4.99, "div": "diverged",
+                             "missing": None})
+    assert marks == {"best": False, "edge": False, "below": True, "div": True, "missing": None}
+    assert collapsed_cells({"a": "diverged", "b": "diverged"}) == {"a": True, "b": True}
+
+
+def test_table2_agreement_counts_disagreements(tmp_path: Path) -> None:
+    # Ours: A without warmup did NOT collapse (paper: 0.1) and E with warmup did not (paper 0.3).
+    flips = {"table2/A/no-warmup/seed0": 20.0, "table2/E/warmup/seed0": 24.0}
+    paper_like_results(tmp_path, flips)
+    data = build_table("table2", json.loads(json.dumps(_load(tmp_path))))
+    assert data.agreement() == (30, 32, 32)
+    text = markdown(data)
+    assert "collapse agrees with the paper in 30/32 cells of rows A-P" in text
+    row_a = next(line for line in text.splitlines() if line.startswith("| A |"))
+    # Ours 20.0 not collapsed but flagged as disagreeing; the paper's 0.1 carries the dagger.
+    assert "20.0 ✗" in row_a and "0.1 †" in row_a
+    assert "Scale: tiny" in text and "embedded valid split (200 sentences)" in text
+    assert SIGNATURE in text
+
+
+def test_table2_csv_has_all_44_cells(tmp_path: Path) -> None:
+    paper_like_results(tmp_path)
+    rows = list(csv.DictReader(csv_text(build_table("table2", _load(tmp_path))).splitlines()))
+    assert len(rows) == 44
+    assert {r["warmup"] for r in rows} == {"yes", "no"}
+    by_cell = {(r["row"], r["warmup"]): r for r in rows}
+    assert by_cell[("Q6", "yes")]["bleu"] == "diverged"
+    assert by_cell[("Q6", "yes")]["paper_bleu"] == "diverged"
+    assert float(by_cell[("N", "yes")]["bleu"]) == pytest.approx(25.9)
+    assert by_cell[("N", "yes")]["paper_bleu"] == "25.9"
+    assert by_cell[("A", "no")]["collapsed"] == "yes"
+    assert by_cell[("A", "yes")]["collapsed"] == "no"
+    assert all(r["collapse_agrees"] == "yes" for r in rows if not r["row"].startswith("Q"))
+
+
+def test_missing_cells_are_marked_not_run(tmp_path: Path) -> None:
+    write_result(tmp_path, "table2/A/warmup/seed0", 20.0)
+    write_result(tmp_path, "table2/A/no-warmup/seed0", "diverged")
+    data = build_table("table2", _load(tmp_path))
+    assert data.n_results == 2
+    assert data.agreement() == (2, 2, 32)
+    assert "(30 of them not run yet)" in data.agreement_line()
+    rows = list(csv.DictReader(csv_text(data).splitlines()))
+    b_warm = next(r for r in rows if r["row"] == "B" and r["warmup"] == "yes")
+    assert b_warm["bleu"] == "" and b_warm["status"] == "not run"
+    assert "| B | Adam" in markdown(data)
+
+
+def test_table1_reuses_table2_rows_a_and_g(tmp_path: Path) -> None:
+    write_result(tmp_path, "table2/A/warmup/seed0", 21.0)
+    write_result(tmp_path, "table2/G/no-warmup/seed0", 12.0)
+    data = build_table("table1", _load(tmp_path))
+    assert data.cell("A", "warmup").bleu == pytest.approx(21.0)
+    assert data.cell("G", "no-warmup").bleu == pytest.approx(12.0)
+    assert data.cell("A", "no-warmup").result is None
+    rows = list(csv.DictReader(csv_text(data).splitlines()))
+    assert [r["result_cell_id"] for r in rows if r["bleu"]] == [
+        "table2/A/warmup/seed0", "table2/G/no-warmup/seed0"]
+
+
+def test_table3_columns_are_optimizers(tmp_path: Path) -> None:
+    for cell in table_cells("table3"):
+        write_result(tmp_path, cell.cell_id, 3.0 if cell.row == "naive1" else 20.0)
+    data = build_table("table3", _load(tmp_path))
+    assert data.columns == ("adam", "adafactor")
+    assert data.cell("naive1", "adam").collapsed is True  # 3.0 < 20/4
+    assert data.agreement() == (4, 6, 6)
+    assert "Adafactor: ours" in markdown(data)
+
+
+def test_latex_escapes_and_marks(tmp_path: Path) -> None:
+    paper_like_results(tmp_path)
+    tex = latex(build_table("table2", _load(tmp_path)))
+    assert r"\begin{tabular}{llrrrr}" in tex and r"\end{table}" in tex
+    assert r"$^\dagger$" in tex
+    assert "1 - t^-0.8" not in tex and r"1 - t\textasciicircum{}-0.8" in tex
+    assert tex.count(r" \\") == 2 + 22  # two header lines, one line per row
+
+
+def test_mixed_scales_are_flagged(tmp_path: Path) -> None:
+    write_result(tmp_path, "table2/A/warmup/seed0", 20.0, scale="tiny")
+    write_result(tmp_path, "table2/B/warmup/seed0", 20.0, scale="small")
+    assert "MIXED" in markdown(build_table("table2", _load(tmp_path)))
+
+
+def test_render_tables_writes_files_and_plots(tmp_path: Path) -> None:
+    results, out = tmp_path / "results", tmp_path / "tables"
+    paper_like_results(results)
+    rendered = render_tables(["table1", "table2"], results, out)
+    names = sorted(p.name for _, paths in rendered for p in paths)
+    for name in ("table2.md", "table2.csv", "table2.tex", "table2_valid_loss.png",
+                 "figure1_update_rms.png", "table1.md", "table1_valid_loss.png"):
+        assert name in names
+        assert (out / name).stat().st_size > 0
+    assert (out / "figure1_update_rms.png").read_bytes()[:8] == PNG_MAGIC
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_render_tables_without_results_is_an_error(tmp_path: Path) -> None:
+    from reproduce.errors import UsageError
+
+    with pytest.raises(UsageError, match="does not exist"):
+        render_tables(["table2"], tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no results for table2"):
+        render_tables(["table2"], tmp_path / "empty", tmp_path / "out")
+
+
+def _load(results_dir: Path) -> list[dict]:
+    from experiments.tracking import load_results
+
+    return load_results(results_dir)

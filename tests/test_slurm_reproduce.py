@@ -1,0 +1,72 @@
+"""The Slurm launcher against the real local Slurm (.ci/start-slurm.sh): a tiny two-cell array is
+submitted through the CLI, every task must complete and the dependent job must render the table.
+
+Skips with the reason when ``sinfo`` is absent or not answering.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reproduce import slurm
+
+REPO = Path(__file__).resolve().parents[1]
+# Small enough for two CPU tasks to finish in about a minute on a 2-core machine.
+TINY_RUN = ["--set", "steps=20", "--set", "val_interval=10", "--set", "checkpoint_interval=10",
+            "--set", "log_interval=5", "--set", "eval_max_sentences=20"]
+WAIT_S = 600
+
+_reason = slurm.slurm_unavailable_reason()
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(_reason is not None, reason=f"no local Slurm: {_reason}"),
+]
+
+
+def _cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
+
+
+def test_array_runs_every_cell_and_renders_the_table(tmp_path: Path) -> None:
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    done = subprocess.run(
+        [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
+         "--cpus-per-task", "1", "--time", "00:15:00", "--results-dir", str(results),
+         "--tables-dir", str(tables), "--no-wandb", *TINY_RUN],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"submitted array job (\d+) \(2 tasks\) and render job (\d+)", done.stdout)
+    assert found, done.stdout
+    array_id, render_id = found.groups()
+    try:
+        slurm.wait_for_jobs([array_id, render_id], timeout_s=WAIT_S)
+    except TimeoutError:
+        _cancel([array_id, render_id])
+        raise
+    states = slurm.job_states(array_id)
+    assert states == {f"{array_id}_0": "COMPLETED", f"{array_id}_1": "COMPLETED"}, states
+    assert slurm.job_states(render_id) == {render_id: "COMPLETED"}
+
+    script_dir = next((results / "slurm").iterdir())
+    cells = (script_dir / "cells.txt").read_text().split()
+    assert cells == ["table2/A/warmup/seed0", "table2/A/no-warmup/seed0"]
+    for task, cell in enumerate(cells):
+        log = (script_dir / "logs" / f"{array_id}_{task}.out").read_text()
+        assert f"array task {task} (restart 0): {cell}" in log
+        assert (results / cell / "result.json").is_file()
+
+    rows = {r["warmup"]: r for r in csv.DictReader((tables / "table2.csv").open()) if r["row"] == "A"}
+    assert set(rows) == {"yes", "no"}
+    for row in rows.values():
+        assert row["status"] in ("ok", "diverged") and row["bleu"] != ""
+        assert row["steps"] == "20" and row["scale"] == "tiny"
+    assert "collapse agrees with the paper in" in (tables / "table2.md").read_text()
