@@ -37,8 +37,9 @@ def reference_update(
         # Row and column *means* (the paper's sums divided by m and n; line 7 is scale-free).
         r = state["exp_avg_sq_row"].mul_(b).add_(g2.mean(dim=-1), alpha=1 - b)
         c = state["exp_avg_sq_col"].mul_(b).add_(g2.mean(dim=-2), alpha=1 - b)
-        # Line 7: V_hat = R C / (1^T R), per matrix over the last two dims.
-        v_hat = r.unsqueeze(-1) * c.unsqueeze(-2) / r.mean(dim=-1, keepdim=True).unsqueeze(-1)
+        # Line 7: V_hat = R C / (1^T R), per matrix over the last two dims. R is normalised first:
+        # the product R C underflows fp32 when both are near eps1 = 1e-30.
+        v_hat = (r / r.mean(dim=-1, keepdim=True)).unsqueeze(-1) * c.unsqueeze(-2)
     elif mode == "row":
         # Table 2 row D: V_hat_ij = r_i (row means of the G^2 + eps1 EMA, broadcast over columns).
         r = state["exp_avg_sq_row"].mul_(b).add_(g2.mean(dim=-1), alpha=1 - b)

@@ -1,4 +1,4 @@
-"""Token-budget batching with length bucketing, deterministic by seed, resumable mid-epoch, DDP-sharded.
+"""Token-budget batching: length bucketing, deterministic by seed, resumable mid-epoch, DDP-sharded.
 
 How batches are formed (the same on every rank, with no communication):
 
@@ -71,12 +71,15 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+            )
         src = np.asarray(src_lengths, dtype=np.int64)
         tgt = np.asarray(tgt_lengths, dtype=np.int64)
         if src.ndim != 1 or src.shape != tgt.shape:
             raise ValueError(
-                f"src_lengths and tgt_lengths must be 1-D of equal size, got {src.shape} and {tgt.shape}"
+                f"src_lengths and tgt_lengths must be 1-D of equal size, "
+                f"got {src.shape} and {tgt.shape}"
             )
         if len(src) == 0:
             raise ValueError("cannot batch an empty dataset")
@@ -88,7 +91,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             i = int(too_long[0])
             raise ValueError(
                 f"example {i} (source {src[i]} tokens, target {tgt[i]} tokens) does not fit in "
-                f"max_tokens={max_tokens}; {len(too_long)} examples are too long - filter them first"
+                f"max_tokens={max_tokens}; {len(too_long)} examples are too long - "
+                "filter them first"
             )
         self.src_lengths, self.tgt_lengths = src, tgt
         self.max_tokens = max_tokens

@@ -1,4 +1,4 @@
-"""Parallel corpora: the embedded synthetic corpus, Multi30k, any local folder, and WMT14 via `datasets`.
+"""Parallel corpora: the embedded synthetic corpus, Multi30k, local folders, WMT14 via `datasets`.
 
 Every loader returns a `ParallelCorpus` whose splits use canonical names ("train", "valid", "test");
 the English side is always `source` and the German side `target`. Text is normalised the same way
@@ -37,7 +37,7 @@ class CorpusError(ValueError):
 
 
 def normalize_line(line: str) -> str:
-    """Strip the ends and collapse every run of whitespace (spaces, tabs, NBSP, ...) to one space."""
+    """Strip the ends and collapse every whitespace run (spaces, tabs, NBSP, ...) to one space."""
     return _WHITESPACE.sub(" ", line).strip()
 
 
@@ -52,7 +52,8 @@ class ParallelText:
     def __post_init__(self) -> None:
         if len(self.source) != len(self.target):
             raise CorpusError(
-                f"{self.origin}: {len(self.source)} source lines but {len(self.target)} target lines"
+                f"{self.origin}: {len(self.source)} source lines but "
+                f"{len(self.target)} target lines"
             )
 
     def __len__(self) -> int:
@@ -61,7 +62,7 @@ class ParallelText:
 
 @dataclass(frozen=True)
 class ParallelCorpus:
-    """A named corpus: canonical split name -> ParallelText (extra splits such as "test2017" allowed)."""
+    """A named corpus: canonical split name -> ParallelText (extra splits such as "test2017")."""
 
     name: str
     splits: dict[str, ParallelText]
@@ -213,7 +214,9 @@ def wmt14_split_from_dataset(dataset, origin: str, *, drop_empty: bool) -> Paral
         {"en": en, "de": de}
         for en, de in zip(flat["translation.en"], flat["translation.de"], strict=True)
     )
-    return parallel_text_from_records(records, origin, en_key="en", de_key="de", drop_empty=drop_empty)
+    return parallel_text_from_records(
+        records, origin, en_key="en", de_key="de", drop_empty=drop_empty
+    )
 
 
 def _load_hub(hub_id: Sequence[str], what: str):
@@ -222,7 +225,9 @@ def _load_hub(hub_id: Sequence[str], what: str):
     try:
         return datasets.load_dataset(*hub_id)
     except Exception as err:  # the hub raises many types: connection, not found, offline
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        offline = (
+            os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        )
         hint = (
             "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set and the dataset is not in the local cache"
             if offline
@@ -246,9 +251,11 @@ def load_wmt14_hub() -> ParallelCorpus:
         for canonical, hub in names.items()
         if hub in dataset
     }
-    return ParallelCorpus(name="wmt14", splits=splits, expected={
-        k: f"hub wmt14 de-en split {v!r}" for k, v in names.items()
-    })
+    return ParallelCorpus(
+        name="wmt14",
+        splits=splits,
+        expected={k: f"hub wmt14 de-en split {v!r}" for k, v in names.items()},
+    )
 
 
 def load_multi30k_hub() -> ParallelCorpus:
@@ -288,7 +295,9 @@ def load_corpus(name: str, path: str | Path | None = None) -> ParallelCorpus:
         return embedded_corpus()
     if name == "local":
         if path is None:
-            raise CorpusError("corpus 'local' needs a path to a folder of <split>.en/<split>.de files")
+            raise CorpusError(
+                "corpus 'local' needs a path to a folder of <split>.en/<split>.de files"
+            )
         return load_folder(path, name="local")
     if path is not None:
         return load_folder(path, name=name)

@@ -1,4 +1,4 @@
-"""`TranslationData`: the LightningDataModule that feeds token-budget batches of encoded sentence pairs.
+"""`TranslationData`: the LightningDataModule feeding token-budget batches of encoded pairs.
 
 Batches are dicts:
 - `src`     LongTensor[B, S]: source ids + eos, right-padded with pad_id
@@ -65,11 +65,15 @@ class EncodedIds:
 
 
 class EncodedPairs(Dataset):
-    """Encoded sentence pairs with their raw target text; items are (index, src ids, tgt ids, ref)."""
+    """Encoded pairs with their raw target text; items are (index, src ids, tgt ids, ref)."""
 
     def __init__(
-        self, text: ParallelText, vocab: SharedVocab, keep: np.ndarray | None = None,
-        *, max_len: int | None = None,
+        self,
+        text: ParallelText,
+        vocab: SharedVocab,
+        keep: np.ndarray | None = None,
+        *,
+        max_len: int | None = None,
     ) -> None:
         indices = np.arange(len(text)) if keep is None else np.asarray(keep)
         self.source_text = [text.source[i] for i in indices]
@@ -96,7 +100,7 @@ class EncodedPairs(Dataset):
 
 
 class PadCollator:
-    """Builds a batch dict from items of `EncodedPairs` (a class so DataLoader workers can pickle it)."""
+    """Builds a batch dict from `EncodedPairs` items (a class: workers pickle it)."""
 
     def __init__(self, pad_id: int, bos_id: int, eos_id: int) -> None:
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
@@ -214,7 +218,9 @@ class TranslationData(L.LightningDataModule):
         if self.vocab is None:
             train = self.corpus.split("train")
             self.vocab = build_vocab(
-                [*train.source, *train.target], self.vocab_size, self.cache_dir,
+                [*train.source, *train.target],
+                self.vocab_size,
+                self.cache_dir,
                 model_type=self.model_type,
             )
         return self.vocab
@@ -228,11 +234,17 @@ class TranslationData(L.LightningDataModule):
             keep = np.flatnonzero((src_len <= self.max_len) & (tgt_len <= self.max_len))
             dropped = len(train) - len(keep)
             if dropped:
-                log.info("dropped %d of %d training pairs longer than %d tokens",
-                         dropped, len(train), self.max_len)
+                log.info(
+                    "dropped %d of %d training pairs longer than %d tokens",
+                    dropped,
+                    len(train),
+                    self.max_len,
+                )
                 full = EncodedPairs(train, vocab, keep)
             if len(full) == 0:
-                raise ValueError(f"no training pair of {self.corpus_name!r} fits max_len={self.max_len}")
+                raise ValueError(
+                    f"no training pair of {self.corpus_name!r} fits max_len={self.max_len}"
+                )
             self._datasets["train"] = full
         for split in {self.eval_split, "test"} if stage != "fit" else {self.eval_split}:
             if split not in self._datasets and split in self.corpus.splits:
@@ -246,10 +258,17 @@ class TranslationData(L.LightningDataModule):
         if self.eval_max_sentences is not None and self.eval_max_sentences < len(text):
             keep = np.arange(self.eval_max_sentences)  # the first N sentences, in file order
         dataset = EncodedPairs(text, self._load_vocab(), keep, max_len=self.max_len)
-        n_long = int(((dataset.src.lengths() > self.max_len) | (dataset.tgt.lengths() > self.max_len)).sum())
+        n_long = int(
+            ((dataset.src.lengths() > self.max_len) | (dataset.tgt.lengths() > self.max_len)).sum()
+        )
         if n_long:
-            log.warning("%s: %d sentences longer than max_len=%d are truncated for the model "
-                        "(BLEU still uses the full references)", split, n_long, self.max_len)
+            log.warning(
+                "%s: %d sentences longer than max_len=%d are truncated for the model "
+                "(BLEU still uses the full references)",
+                split,
+                n_long,
+                self.max_len,
+            )
         return dataset
 
     # ------------------------------------------------------------------ loaders
@@ -278,13 +297,22 @@ class TranslationData(L.LightningDataModule):
         pending = self._train_loader.state_dict() if self._train_loader is not None else None
         src_len, tgt_len = dataset.padded_lengths()
         sampler = TokenBudgetBatchSampler(
-            src_len, tgt_len, self.max_tokens, shuffle=True, seed=self.seed,
-            rank=rank, world_size=world, pad_to_equal=True,
+            src_len,
+            tgt_len,
+            self.max_tokens,
+            shuffle=True,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            pad_to_equal=True,
         )
         if pending is not None:  # a reload keeps the position of the loader it replaces
             sampler.load_state_dict(pending)
         self._train_loader = ResumableDataLoader(
-            dataset, sampler, collate_fn=self._collator(), num_workers=self.num_workers,
+            dataset,
+            sampler,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
         )
         return self._train_loader
 
@@ -297,11 +325,21 @@ class TranslationData(L.LightningDataModule):
         rank, world = self._rank_and_world()
         src_len, tgt_len = dataset.padded_lengths()
         sampler = TokenBudgetBatchSampler(
-            src_len, tgt_len, self.max_tokens, shuffle=False, seed=self.seed,
-            rank=rank, world_size=world, pad_to_equal=False,
+            src_len,
+            tgt_len,
+            self.max_tokens,
+            shuffle=False,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            pad_to_equal=False,
         )
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(),
-                          num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.eval_split)

@@ -85,8 +85,15 @@ class SharedVocab:
 
 
 def _thread_count() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else (os.cpu_count() or 1), _MAX_THREADS))
+    return max(
+        1,
+        min(
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1),
+            _MAX_THREADS,
+        ),
+    )
 
 
 def build_vocab(
@@ -113,7 +120,9 @@ def build_vocab(
     if not lines:
         raise ValueError("cannot train a vocabulary on no text")
     digest = hashlib.sha256()
-    header = f"spm|{_CACHE_FORMAT}|{spm.__version__}|{vocab_size}|{model_type}|{character_coverage}\n"
+    header = (
+        f"spm|{_CACHE_FORMAT}|{spm.__version__}|{vocab_size}|{model_type}|{character_coverage}\n"
+    )
     digest.update(header.encode())
     for number, line in enumerate(lines):
         if "\n" in line:
@@ -157,6 +166,7 @@ def build_vocab(
     if vocab.size < vocab_size:
         log.warning(
             "SentencePiece stopped at %d pieces (asked for %d): the training text is small",
-            vocab.size, vocab_size,
+            vocab.size,
+            vocab_size,
         )
     return vocab

@@ -6,10 +6,8 @@ alpha_t (absolute rows, Adam, SGD) or rho_t (relative rows O/P, where Adafactor 
 max(eps2, RMS(X_{t-1}))). LambdaLR calls its lambda with the number of scheduler steps taken so far
 (0 before the first optimizer step), hence ``lambda i: step_size(i + 1)``.
 
-Time rescaling (see experiments/scales.py): ``step_size(t) = c * paper(time_factor * t)`` with
-``c = absolute_lr_scale`` for absolute step sizes (alpha_t of rows A-N, SGD's k s_t) and ``c = 1``
-for rho_t (rows O/P: already relative to the parameters' RMS) and Vaswani's schedule (already
-scaled by d_model^-0.5).
+Time rescaling (see experiments/scales.py): ``step_size(t) = lr_scale * paper(time_factor * t)``
+for every kind (alpha_t, rho_t, SGD's k s_t, Vaswani's).
 """
 
 from __future__ import annotations
@@ -51,16 +49,15 @@ def paper_time_step_size(t_paper: float, warmup: bool) -> float:
 
 
 def step_size_schedule(
-    schedule: dict[str, Any], *, time_factor: float = 1.0, absolute_lr_scale: float = 1.0,
+    schedule: dict[str, Any], *, time_factor: float = 1.0, lr_scale: float = 1.0,
     d_model: int | None = None,
 ) -> Callable[[int], float]:
-    # absolute_lr_scale is a width correction for absolute steps only (see experiments/scales.py)
     """The function t -> alpha_t / rho_t / SGD lr for 1-based step t (see module docstring)."""
     kind = schedule.get("kind")
     if kind not in SCHEDULE_KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; valid kinds: {', '.join(SCHEDULE_KINDS)}")
-    if time_factor <= 0 or absolute_lr_scale <= 0:
-        raise ValueError(f"time_factor and absolute_lr_scale must be > 0, got {time_factor}, {absolute_lr_scale}")
+    if time_factor <= 0 or lr_scale <= 0:
+        raise ValueError(f"time_factor and lr_scale must be > 0, got {time_factor}, {lr_scale}")
 
     def paper_time(t: int) -> float:
         if t < 1:
@@ -74,15 +71,14 @@ def step_size_schedule(
 
         def vaswani(t: int) -> float:
             tp = paper_time(t)
-            return d_model**-0.5 * min(tp**-0.5, tp * warmup_steps**-1.5)
+            return lr_scale * d_model**-0.5 * min(tp**-0.5, tp * warmup_steps**-1.5)
 
         return vaswani
 
     if "warmup" not in schedule:
         raise ValueError(f"schedule {schedule!r} needs a 'warmup' flag")
     multiplier = float(schedule.get("multiplier", 1.0))
-    if kind != "relative":
-        multiplier *= absolute_lr_scale
+    multiplier *= lr_scale
     warmup = bool(schedule["warmup"])
 
     def scaled(t: int) -> float:

@@ -163,8 +163,12 @@ def run_cell(
     accelerator: str = "auto",
     num_nodes: int = 1,
     use_wandb: bool = True,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one cell (resuming from its checkpoint) and return its result dict."""
+    """Train and evaluate one cell (resuming from its checkpoint) and return its result dict.
+
+    ``cache_dir`` holds trained SentencePiece models (default ``<results_dir>/.cache``).
+    """
     cell = get_cell(cell_id)
     preset = scale_preset(scale, **(overrides or {}))
     results_dir = Path(results_dir)
@@ -186,7 +190,7 @@ def run_cell(
         corpus_path=preset.corpus_path,
         vocab_size=preset.vocab_size,
         max_tokens=max_tokens,
-        cache_dir=results_dir / ".cache" / "vocab",
+        cache_dir=Path(cache_dir) if cache_dir is not None else results_dir / ".cache" / "vocab",
         seed=seed,
         max_len=preset.max_len,
         eval_split=preset.eval_split,
@@ -199,7 +203,7 @@ def run_cell(
         preset.model, vocab.size, **{**preset.model_overrides, **cell.model_overrides}
     )
     step_size = step_size_schedule(
-        cell.schedule, time_factor=preset.paper_time_factor, absolute_lr_scale=preset.absolute_lr_scale,
+        cell.schedule, time_factor=preset.paper_time_factor, lr_scale=preset.lr_scale,
         d_model=model_cfg.d_model,
     )
     module = TranslationModule(
@@ -345,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--no-wandb", action="store_true")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="SentencePiece model cache (default RESULTS_DIR/.cache/vocab)")
     args = parser.parse_args(argv)
     devices: int | str | None = args.devices
     if isinstance(devices, str) and devices.isdigit():
@@ -352,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_cell(
         args.cell_id, scale=args.scale, results_dir=args.results_dir,
         overrides=dict(args.overrides), devices=devices, accelerator=args.accelerator,
-        num_nodes=args.num_nodes, use_wandb=not args.no_wandb,
+        num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
     )
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         print(json.dumps({k: result[k] for k in ("cell_id", "status", "bleu", "valid_loss",

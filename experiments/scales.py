@@ -5,13 +5,13 @@ Time-rescaling rule (all schedules: s_t, alpha_t, rho_t, SGD's k s_t and Vaswani
 --------------------------------------------------------------------------------------
 A preset with ``steps`` training steps evaluates the paper's schedule at paper time
 ``t' = time_rescale * t`` with ``time_rescale = 100_000 / steps`` (unless set explicitly), and
-multiplies it by ``absolute_lr_scale``::
+multiplies it by ``lr_scale``::
 
-    lr(t) = absolute_lr_scale * schedule_paper(time_rescale * t)
+    lr(t) = lr_scale * schedule_paper(time_rescale * t)
 
 so the warmup ramp (paper: 10k of 100k steps) and the no-warmup 1e-2 plateau keep the same
 *fraction* of training (10%), and the value at the end of training is the paper's final value
-(times ``absolute_lr_scale``). base uses ``time_rescale = 1`` and ``absolute_lr_scale = 1``: exactly the paper.
+(times ``lr_scale``). base uses ``time_rescale = 1`` and ``lr_scale = 1``: exactly the paper.
 Optimizer hyperparameters that are themselves time constants (beta2 = 0.999, 1 - t^-c) are *not*
 rescaled: they are the rows' identity, and the paper's instability (Figure 1: with beta2 = 0.999
 the second-moment estimate is out of date for ~1000 steps) acts on that absolute time scale.
@@ -54,7 +54,7 @@ class ScalePreset:
     beam_size: int
     length_penalty: float
     seed: int = 0
-    absolute_lr_scale: float = 1.0
+    lr_scale: float = 1.0
     time_rescale: float | None = None  # None: PAPER_STEPS / steps
     corpus_path: str | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +97,7 @@ def _presets() -> dict[str, ScalePreset]:
             decode="greedy",
             beam_size=1,
             length_penalty=0.6,
-            absolute_lr_scale=1.0,
+            lr_scale=1.0,
             torch_threads=1,
         ),
         "small": ScalePreset(
@@ -187,8 +187,8 @@ def _validate(p: ScalePreset) -> None:
         )
     if p.decode not in ("beam", "greedy"):
         raise ValueError(f"scale setting 'decode' must be 'beam' or 'greedy', got {p.decode!r}")
-    if p.absolute_lr_scale <= 0:
-        raise ValueError(f"scale setting 'absolute_lr_scale' must be > 0, got {p.absolute_lr_scale}")
+    if p.lr_scale <= 0:
+        raise ValueError(f"scale setting 'lr_scale' must be > 0, got {p.lr_scale}")
     if p.time_rescale is not None and p.time_rescale <= 0:
         raise ValueError(f"scale setting 'time_rescale' must be > 0, got {p.time_rescale}")
     if p.eval_max_sentences is not None and p.eval_max_sentences < 1:

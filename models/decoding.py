@@ -16,6 +16,9 @@ ranks among the best k (so that beam 1 is greedy decoding), and the best k conti
 do not end in eos stay alive. A sentence is done when it has k finished hypotheses (fairseq's
 rule; T2T instead stops when no alive hypothesis can still beat the finished ones) or reaches
 its length limit. The best finished hypothesis by normalised score is returned.
+
+A sentence that is done leaves the batch at once (its rows are dropped from every cache), so a
+batch costs what its still-running sentences cost.
 """
 
 from __future__ import annotations
@@ -74,36 +77,49 @@ def greedy_decode(
     was_training = model.training
     model.eval()
     try:
-        batch = src.shape[0]
-        max_lengths = _max_lengths(model, src, pad_id, max_len_a, max_len_b)
-        memory, token_mask = model.encode(src)
-        state = model.init_decoder_state(memory, token_mask)
-        tokens = torch.full((batch,), bos_id, dtype=torch.long, device=src.device)
-        finished = max_lengths == 0
-        forbidden = _forbidden_tokens(model.cfg.vocab_size, bos_id, eos_id, pad_id, src.device)
-        outputs: list[Tensor] = []
-        for step in range(int(max_lengths.max().item()) if batch else 0):
-            logits = model.decode_step(tokens, state)
-            log_probs = F.log_softmax(logits.float(), dim=-1).masked_fill(forbidden, -math.inf)
-            tokens = log_probs.argmax(dim=-1)
-            tokens = tokens.masked_fill(finished, pad_id)
-            outputs.append(tokens)
-            finished = finished | (tokens == eos_id) | (max_lengths <= step + 1)
-            if bool(finished.all()):
-                break
-        hypotheses: list[list[int]] = []
-        produced = torch.stack(outputs, dim=1).tolist() if outputs else [[] for _ in range(batch)]
-        for row in produced:
-            hyp: list[int] = []
-            for token in row:
-                if token == eos_id:
-                    break
-                if token != pad_id:  # pad only marks rows that have already finished
-                    hyp.append(token)
-            hypotheses.append(hyp)
-        return hypotheses
+        return _greedy(model, src, bos_id, eos_id, pad_id, max_len_a, max_len_b)
     finally:
         model.train(was_training)
+
+
+def _greedy(
+    model: Transformer,
+    src: Tensor,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_len_a: float,
+    max_len_b: float,
+) -> list[list[int]]:
+    device = src.device
+    hypotheses: list[list[int]] = [[] for _ in range(src.shape[0])]
+    max_lengths = _max_lengths(model, src, pad_id, max_len_a, max_len_b)
+    memory, token_mask = model.encode(src)
+    state = model.init_decoder_state(memory, token_mask)
+    forbidden = _forbidden_tokens(model.cfg.vocab_size, bos_id, eos_id, pad_id, device)
+    # Rows still decoding: their sentence ids and the tokens they produced so far.
+    active = torch.arange(src.shape[0], device=device)
+    produced = torch.empty((src.shape[0], 0), dtype=torch.long, device=device)
+    ended = max_lengths == 0
+    tokens = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=device)
+    step = 0
+    while True:
+        if bool(ended.any()):  # one host sync a step; finished rows leave the batch
+            keep = (~ended).nonzero().squeeze(1)
+            for sentence, row in zip(active[ended].tolist(), produced[ended].tolist(),
+                                     strict=True):
+                hypotheses[sentence] = [t for t in row if t != eos_id]
+            if keep.numel() == 0:
+                return hypotheses
+            active, produced, max_lengths = active[keep], produced[keep], max_lengths[keep]
+            tokens = tokens[keep]
+            state.select(keep)
+        logits = model.decode_step(tokens, state)
+        log_probs = F.log_softmax(logits.float(), dim=-1).masked_fill(forbidden, -math.inf)
+        tokens = log_probs.argmax(dim=-1)
+        produced = torch.cat([produced, tokens[:, None]], dim=1)
+        step += 1
+        ended = (tokens == eos_id) | (max_lengths <= step)
 
 
 @torch.no_grad()
@@ -178,28 +194,26 @@ def _beam_search(
     max_len_a: float,
     max_len_b: float,
 ) -> list[list[tuple[float, list[int]]]]:
-    batch, device = src.shape[0], src.device
-    vocab = model.cfg.vocab_size
+    device, vocab = src.device, model.cfg.vocab_size
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(src.shape[0])]
     max_lengths = _max_lengths(model, src, pad_id, max_len_a, max_len_b)
-    max_lengths_host = max_lengths.tolist()
     memory, token_mask = model.encode(src)
     state = model.init_decoder_state(memory, token_mask).repeat_interleave(k)
-
-    # Alive hypotheses: row b * k + j is beam j of sentence b. Only beam 0 starts alive, so the
-    # first step does not pick k copies of the same continuation.
-    alive_scores = torch.full((batch, k), -math.inf, device=device)
-    alive_scores[:, 0] = 0.0
-    alive_tokens = torch.full((batch * k, 0), bos_id, dtype=torch.long, device=device)
-    last_tokens = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    row_offsets = (torch.arange(batch, device=device) * k)[:, None]
+    forbidden = _forbidden_tokens(vocab, bos_id, eos_id, pad_id, device)
     non_eos = torch.ones(vocab, dtype=torch.bool, device=device)
     non_eos[eos_id] = False
-    forbidden = _forbidden_tokens(vocab, bos_id, eos_id, pad_id, device)
 
+    # Sentences still searching (ids into the input batch); row b * k + j of every per-row
+    # tensor is beam j of active sentence b. Only beam 0 starts alive, so the first step does
+    # not pick k copies of the same continuation.
+    active = list(range(src.shape[0]))
+    alive_scores = torch.full((len(active), k), -math.inf, device=device)
+    alive_scores[:, 0] = 0.0
+    alive_tokens = torch.empty((len(active) * k, 0), dtype=torch.long, device=device)
+    last_tokens = torch.full((len(active) * k,), bos_id, dtype=torch.long, device=device)
     step = 0
-    while not all(done):
+    while active:
+        batch = len(active)
         log_probs = F.log_softmax(model.decode_step(last_tokens, state).float(), dim=-1)
         log_probs = log_probs.masked_fill(forbidden, -math.inf).view(batch, k, vocab)
         # At its length limit a sentence may only end: every other token is ruled out.
@@ -211,40 +225,40 @@ def _beam_search(
         top_tokens = top_indices % vocab
         is_eos = (top_tokens == eos_id) & torch.isfinite(top_scores)
 
-        # Finish the eos continuations ranked among the best k (host sync once per step).
-        new_finished = is_eos[:, :k].nonzero().tolist()
-        if new_finished:
+        # Finish the eos continuations ranked among the best k (one host sync a step).
+        ended = is_eos[:, :k].nonzero().tolist()
+        if ended:
             penalty = gnmt_length_penalty(step + 1, alpha)
-            scores_host = top_scores.tolist()
-            beams_host = top_beams.tolist()
-            prefix_rows = alive_tokens.tolist()
-            for b, j in new_finished:
-                if done[b]:
-                    continue
-                tokens = prefix_rows[b * k + beams_host[b][j]]
-                finished[b].append((scores_host[b][j] / penalty, tokens))
-        for b in range(batch):
-            if not done[b] and (len(finished[b]) >= k or max_lengths_host[b] <= step):
-                done[b] = True
-        if all(done):
-            break
+            scores_host, beams_host = top_scores[:, :k].tolist(), top_beams[:, :k].tolist()
+            rows = [b * k + beams_host[b][j] for b, j in ended]
+            prefixes = alive_tokens[rows].tolist()
+            for (b, j), prefix in zip(ended, prefixes, strict=True):
+                finished[active[b]].append((scores_host[b][j] / penalty, prefix))
+        at_limit_host = (max_lengths <= step).tolist()
+        keep = [b for b in range(batch)
+                if len(finished[active[b]]) < k and not at_limit_host[b]]
+        if len(keep) < batch:  # done sentences leave the batch
+            if not keep:
+                break
+            keep_t = torch.tensor(keep, device=device)
+            keep_rows = (keep_t[:, None] * k + torch.arange(k, device=device)).view(-1)
+            active = [active[b] for b in keep]
+            top_scores, top_beams = top_scores[keep_t], top_beams[keep_t]
+            top_tokens, is_eos = top_tokens[keep_t], is_eos[keep_t]
+            max_lengths = max_lengths[keep_t]
+            alive_tokens = alive_tokens[keep_rows]
+            state.select(keep_rows)
+            batch = len(active)
 
         # The best k continuations that do not end in eos stay alive.
-        alive_candidates = top_scores.masked_fill(is_eos, -math.inf)
-        alive_scores, chosen = alive_candidates.topk(k, dim=1)
-        chosen_beams = top_beams.gather(1, chosen)
-        chosen_tokens = top_tokens.gather(1, chosen)
-        rows = (row_offsets + chosen_beams).view(-1)
+        alive_scores, chosen = top_scores.masked_fill(is_eos, -math.inf).topk(k, dim=1)
+        rows = (torch.arange(batch, device=device)[:, None] * k
+                + top_beams.gather(1, chosen)).view(-1)
+        last_tokens = top_tokens.gather(1, chosen).view(-1)
         state.reorder_beams(rows)
-        last_tokens = chosen_tokens.view(-1)
-        alive_tokens = torch.cat([alive_tokens.index_select(0, rows), last_tokens[:, None]], 1)
+        alive_tokens = torch.cat([alive_tokens[rows], last_tokens[:, None]], dim=1)
         step += 1
 
-    results = []
-    for b in range(batch):
-        hyps = finished[b]
-        if not hyps:  # only if every continuation had probability 0: keep the best alive one
-            hyps = [(float(alive_scores[b, 0]), alive_tokens[b * k].tolist())]
-        hyps = sorted(hyps, key=lambda item: item[0], reverse=True)
-        results.append(hyps)
-    return results
+    # A sentence can only lack a finished hypothesis if every continuation had probability 0.
+    return [sorted(hyps, key=lambda item: item[0], reverse=True) or [(-math.inf, [])]
+            for hyps in finished]

@@ -114,12 +114,12 @@ def fetch_records(entity: str, project: str, *, api: Any = None) -> Iterator[dic
     """Every run of ``entity/project`` as a record (live: needs network and a W&B login)."""
     import wandb
 
-    api = api or wandb.Api()
     try:
+        api = api or wandb.Api()
         runs = api.runs(f"{entity}/{project}", filters={"state": "finished"})
         for run in runs:
             yield run_record(run)
-    except (wandb.errors.CommError, ValueError) as err:
+    except (wandb.errors.Error, ValueError) as err:  # no login, unknown project, network
         raise UsageError(f"cannot read W&B runs of {entity}/{project}: {err}") from err
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 import sacrebleu
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.bleu import (
     NUM_STATISTICS,
@@ -112,3 +115,49 @@ def test_bad_input_is_rejected() -> None:
         bleu_from_statistics(torch.zeros(10))
     with pytest.raises(ValueError, match="integer counts"):
         bleu_from_statistics(torch.full((NUM_STATISTICS,), 0.5, dtype=torch.float64))
+
+
+_WORDS = ["der", "Hund", "läuft", ",", "über", "die", "Wiese", ".", "ein", "Mann", "(", ")", "3,5"]
+_sentence = st.lists(st.sampled_from(_WORDS), min_size=0, max_size=12).map(" ".join)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_sentence, _sentence), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(0, 12), max_size=3),
+)
+def test_statistics_of_any_partition_sum_to_sacrebleu_corpus_score(
+    pairs: list[tuple[str, str]], cuts: list[int]
+) -> None:
+    hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
+    bounds = sorted({0, len(pairs), *(min(c, len(pairs)) for c in cuts)})
+    total = sum(bleu_statistics(hyps[a:b], refs[a:b]) for a, b in itertools.pairwise(bounds))
+    score = bleu_from_statistics(total)
+    assert score.score == sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert score.tokenized_score == sacrebleu.corpus_bleu(hyps, [refs], tokenize="intl").score
+
+
+def _all_reduce_worker(rank: int, world_size: int, init_file: str, result_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    try:
+        stats = bleu_statistics(HYPS[rank::world_size], REFS[rank::world_size])
+        dist.all_reduce(stats)
+        if rank == 0:
+            torch.save(stats, result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_statistics_all_reduced_across_two_ranks_give_the_corpus_score(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    result = tmp_path / "stats.pt"
+    # fork: the children inherit the imported modules (spawn would re-import torch in each).
+    mp.start_processes(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(result)),
+                       nprocs=2, start_method="fork")
+    score = bleu_from_statistics(torch.load(result))
+    assert score.score == sacrebleu.corpus_bleu(HYPS, [REFS]).score
+    assert score.tokenized_score == sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="intl").score

@@ -92,8 +92,10 @@ def test_ddp_ranks_get_equal_counts_and_disjoint_batches(pairs, world, epoch):
 @settings(max_examples=40, deadline=None)
 @given(pairs=lengths, world=st.integers(2, 4))
 def test_eval_sharding_has_no_duplicates(pairs, world):
-    shards = [list(make(pairs, shuffle=False, rank=r, world_size=world, pad_to_equal=False))
-              for r in range(world)]
+    shards = [
+        list(make(pairs, shuffle=False, rank=r, world_size=world, pad_to_equal=False))
+        for r in range(world)
+    ]
     flat = sorted(i for shard in shards for batch in shard for i in batch)
     assert flat == list(range(len(pairs)))
     if len(pairs) >= world * max(len(s) for s in shards):
@@ -101,8 +103,7 @@ def test_eval_sharding_has_no_duplicates(pairs, world):
 
 
 @settings(max_examples=40, deadline=None)
-@given(pairs=lengths, cut=st.integers(0, 1000), epoch=st.integers(0, 2),
-       world=st.integers(1, 3))
+@given(pairs=lengths, cut=st.integers(0, 1000), epoch=st.integers(0, 2), world=st.integers(1, 3))
 def test_resume_mid_epoch_yields_exactly_the_remaining_batches(pairs, cut, epoch, world):
     rank = world - 1
     straight = make(pairs, rank=rank, world_size=world)

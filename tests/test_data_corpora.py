@@ -1,4 +1,4 @@
-"""Corpus loaders: real Multi30k and newstest2014 from ../shared/data, local folders and their errors."""
+"""Corpus loaders: real Multi30k and newstest2014 from ../shared/data, local folders, errors."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_wmt14_records_from_a_real_dataset(newstest2014_dir: Path) -> None:
     de = (newstest2014_dir / "newstest2014.de").read_text(encoding="utf-8").rstrip("\n").split("\n")
     features = datasets.Features({"translation": datasets.Translation(languages=["de", "en"])})
     dataset = datasets.Dataset.from_dict(
-        {"translation": [{"de": d, "en": e} for d, e in zip(de, en, strict=True)]}, features=features
+        {"translation": [{"de": d, "en": e} for d, e in zip(de, en, strict=True)]},
+        features=features,
     )
     text = wmt14_split_from_dataset(dataset, "newstest2014", drop_empty=False)
     assert len(text) == 3003
@@ -138,7 +139,9 @@ def test_folder_without_parallel_files(tmp_path: Path) -> None:
 
 
 def test_unknown_corpus_lists_valid_names() -> None:
-    with pytest.raises(CorpusError, match=r"unknown corpus 'wmt16'.*embedded, multi30k, local, wmt14"):
+    with pytest.raises(
+        CorpusError, match=r"unknown corpus 'wmt16'.*embedded, multi30k, local, wmt14"
+    ):
         load_corpus("wmt16")
     with pytest.raises(CorpusError, match="needs a path"):
         load_corpus("local")

@@ -53,8 +53,9 @@ def test_generation_is_identical_across_processes_and_hash_seeds() -> None:
     here = hashlib.sha256(repr(generate_pairs(3000, 7)).encode()).hexdigest()
     for hash_seed in ("1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run([sys.executable, "-c", _DIGEST], env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _DIGEST], env=env, capture_output=True, text=True, check=True
+        )
         assert out.stdout.strip() == here
     assert generate_pairs(50, 8) != generate_pairs(50, 7)
 
@@ -87,12 +88,22 @@ def test_noun_phrases_decline_for_gender_case_and_number() -> None:
     assert a_red_car.german("nom") == "ein rotes Auto"
     assert a_red_car.german("dat") == "einem roten Auto"
     assert np("apple", det="ein", det_en="a", adjective="old").english() == "an old apple"
-    assert np("woman", det="poss", det_en="my", det_de="mein", adjective="tired").german(
-        "dat") == "meiner müden Frau"
-    assert np("child", det="num", det_en="two", det_de="zwei", plural=True,
-              adjective="small").german("dat") == "zwei kleinen Kindern"
-    assert np("child", det="num", det_en="two", det_de="zwei", plural=True,
-              adjective="small").german("nom") == "zwei kleine Kinder"
+    assert (
+        np("woman", det="poss", det_en="my", det_de="mein", adjective="tired").german("dat")
+        == "meiner müden Frau"
+    )
+    assert (
+        np("child", det="num", det_en="two", det_de="zwei", plural=True, adjective="small").german(
+            "dat"
+        )
+        == "zwei kleinen Kindern"
+    )
+    assert (
+        np("child", det="num", det_en="two", det_de="zwei", plural=True, adjective="small").german(
+            "nom"
+        )
+        == "zwei kleine Kinder"
+    )
     assert np("boy").german("acc") == "den Jungen"  # n-declension
     assert np("car", det="def", plural=True).german("dat") == "den Autos"  # no -n after -s
     assert np("house").german("dat", prep="in") == "im Haus"
@@ -108,29 +119,70 @@ def test_clauses_follow_german_word_order() -> None:
     assert german_question(open_door) == "macht der Mann die Tür auf"
     assert english_clause(open_door, question=True) == "does the man open the door"
 
-    past = Clause(np("man"), verb("aufmachen"), "past", acc_obj=np("door"),
-                  time=Phrase("yesterday", "gestern"), front_time=True)
+    past = Clause(
+        np("man"),
+        verb("aufmachen"),
+        "past",
+        acc_obj=np("door"),
+        time=Phrase("yesterday", "gestern"),
+        front_time=True,
+    )
     assert german_main(past) == "gestern hat der Mann die Tür aufgemacht"
     assert english_clause(past) == "yesterday the man opened the door"
-    went = Clause(np("child"), verb("gehen"), "past", phrases=(Phrase("into the park", "in den Park"),))
+    went = Clause(
+        np("child"), verb("gehen"), "past", phrases=(Phrase("into the park", "in den Park"),)
+    )
     assert german_subordinate(went, "weil") == "weil das Kind in den Park gegangen ist"
 
-    wants = Clause(np("woman"), verb("kaufen"), "modal", modal="want", negated=True,
-                   acc_obj=np("car", det="ein", det_en="a"))
+    wants = Clause(
+        np("woman"),
+        verb("kaufen"),
+        "modal",
+        modal="want",
+        negated=True,
+        acc_obj=np("car", det="ein", det_en="a"),
+    )
     assert german_main(wants) == "die Frau will kein Auto kaufen"
     assert english_clause(wants) == "the woman does not want to buy a car"
-    gives = Clause(np("woman"), verb("geben"), "future", dat_obj=np("child"),
-                   acc_obj=np("apple", det="ein", det_en="a"))
+    gives = Clause(
+        np("woman"),
+        verb("geben"),
+        "future",
+        dat_obj=np("child"),
+        acc_obj=np("apple", det="ein", det_en="a"),
+    )
     assert german_main(gives) == "die Frau wird dem Kind einen Apfel geben"
     assert english_clause(gives) == "the woman will give the child an apple"
 
 
 def test_generated_sentences_keep_v2_after_fronted_adverbs() -> None:
     corpus = load_corpus("embedded").split("train")
-    finite_after_gestern = {"hat", "habe", "hast", "haben", "ist", "bin", "bist", "sind", "war",
-                            "warst", "waren", "hatte", "hattest", "hatten", "konnte", "konntest",
-                            "konnten", "musste", "musstest", "mussten", "wollte", "wolltest",
-                            "wollten", "gab"}
+    finite_after_gestern = {
+        "hat",
+        "habe",
+        "hast",
+        "haben",
+        "ist",
+        "bin",
+        "bist",
+        "sind",
+        "war",
+        "warst",
+        "waren",
+        "hatte",
+        "hattest",
+        "hatten",
+        "konnte",
+        "konntest",
+        "konnten",
+        "musste",
+        "musstest",
+        "mussten",
+        "wollte",
+        "wolltest",
+        "wollten",
+        "gab",
+    }
     checked = 0
     for en, de in zip(corpus.source, corpus.target, strict=True):
         if en.startswith("Yesterday "):
@@ -157,8 +209,10 @@ def test_embedded_corpus_and_vocab_are_ready_quickly(tmp_path: Path) -> None:
     start = time.perf_counter()
     cached = build_vocab([*train.source, *train.target], 2000, tmp_path)
     reuse = time.perf_counter() - start
-    print(f"\nembedded corpus: generated in {generated:.2f} s; corpus + 2000-piece vocab ready in "
-          f"{ready:.2f} s; cached vocab reused in {reuse:.2f} s")
+    print(
+        f"\nembedded corpus: generated in {generated:.2f} s; corpus + 2000-piece vocab ready in "
+        f"{ready:.2f} s; cached vocab reused in {reuse:.2f} s"
+    )
     assert cached.model_path == vocab.model_path
     sample = random.Random(0).sample(train.target, 50)
     assert all(vocab.decode(vocab.encode(s)) == s for s in sample)

@@ -17,6 +17,7 @@ def multi30k_text(multi30k_dir: Path) -> list[str]:
     return [*train.source[:4000], *train.target[:4000]]
 
 
+@pytest.mark.slow  # trains three vocabularies
 def test_special_ids_round_trip_and_cache(multi30k_text: list[str], tmp_path: Path) -> None:
     vocab = build_vocab(multi30k_text, 1000, tmp_path)
     assert (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2, 3)

@@ -16,7 +16,7 @@ def test_base_is_the_paper() -> None:
         "wmt14", 32_768, 100_000, 4096)
     assert (base.decode, base.beam_size, base.length_penalty, base.eval_split) == (
         "beam", 4, 0.6, "valid")
-    assert base.paper_time_factor == 1.0 and base.absolute_lr_scale == 1.0
+    assert base.paper_time_factor == 1.0 and base.lr_scale == 1.0
 
 
 def test_small_is_multi30k_and_tiny_is_embedded() -> None:
@@ -38,7 +38,7 @@ def test_overrides_apply_and_rescale_time() -> None:
         ({"stepz": 3}, ValueError, "unknown scale override 'stepz'"),
         ({"steps": "100"}, TypeError, "'steps' must be int"),
         ({"steps": 1.5}, TypeError, "'steps' must be int"),
-        ({"absolute_lr_scale": True}, TypeError, "'absolute_lr_scale' must be float"),
+        ({"lr_scale": True}, TypeError, "'lr_scale' must be float"),
         ({"decode": "sample"}, ValueError, "'decode' must be"),
         ({"steps": 0}, ValueError, "'steps' must be >= 1"),
         ({"checkpoint_interval": 15, "log_interval": 10}, ValueError, "multiple of log_interval"),
@@ -74,7 +74,7 @@ def test_rescaled_schedules_keep_the_fraction_of_training() -> None:
     warm = step_size_schedule({"kind": "absolute", "multiplier": 0.1, "warmup": True},
                               time_factor=factor)
     cold = step_size_schedule({"kind": "absolute", "multiplier": 0.1, "warmup": False},
-                              time_factor=factor, absolute_lr_scale=2.0)
+                              time_factor=factor, lr_scale=2.0)
     assert max(range(1, 401), key=warm) == 40
     assert warm(40) == pytest.approx(1e-3)
     assert warm(20) == pytest.approx(0.5e-3)

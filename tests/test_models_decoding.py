@@ -29,6 +29,15 @@ def _random_model(seed: int, vocab: int, eos_bias: float = 0.0) -> Transformer:
 REVERSE_VOCAB = 24
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and the suite shares a 2-core CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _reverse_batch(g: torch.Generator, size: int) -> tuple[torch.Tensor, ...]:
     """Random sequences (3..vocab-1, length 1-10) + eos; targets are the reversed sequences."""
     src, tgt_in, tgt_out = (torch.full((size, 11), PAD) for _ in range(3))
@@ -76,11 +85,11 @@ def _sequence_log_prob(model: Transformer, src: torch.Tensor, tokens: list[int])
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
 def test_beam_of_one_equals_greedy(half_trained: Transformer, seed: int, alpha: float) -> None:
     src = _sources(seed, [3, 9, 1, 6, 10, 4, 7, 2, 8, 5])
-    limits = dict(max_len_a=0.8, max_len_b=0)
+    limits = dict(max_len_a=1.0, max_len_b=-1)  # about the true length: both endings occur
     greedy = greedy_decode(half_trained, src, **IDS, **limits)
     beam = beam_search(half_trained, src, **IDS, beam_size=1, length_penalty=alpha, **limits)
     assert beam == greedy
-    caps = [int(0.8 * n) for n in (src != PAD).sum(1).tolist()]
+    caps = [int(1.0 * n - 1) for n in (src != PAD).sum(1).tolist()]
     lengths = [len(h) for h in greedy]
     # The comparison covers both ways a hypothesis ends: eos before the limit and the limit.
     assert any(n < cap for n, cap in zip(lengths, caps, strict=True))
@@ -95,7 +104,8 @@ def test_wider_beams_find_hypotheses_at_least_as_good_on_average(
     for k in (1, 4):
         hyps = beam_search_nbest(half_trained, src, **IDS, beam_size=k, length_penalty=0.6)
         totals.append(sum(h[0][0] for h in hyps))
-    assert totals[1] >= totals[0]
+    # Beam 4 strictly improves on greedy here (-40.96 vs -42.96): the search does something.
+    assert totals[1] > totals[0], totals
 
 
 def test_greedy_picks_the_argmax_of_the_full_forward(half_trained: Transformer) -> None:

@@ -59,8 +59,8 @@ def test_big_and_small_and_tiny_dimensions() -> None:
 
 
 def test_overrides_apply() -> None:
-    cfg = model_config("tiny", vocab_size=64, emb_init_std=1.0, emb_multiplier=1.0, dropout=0.0)
-    assert (cfg.resolved_emb_init_std, cfg.resolved_emb_multiplier, cfg.dropout) == (1.0, 1.0, 0.0)
+    cfg = model_config("tiny", vocab_size=64, emb_init_std=1.0, emb_multiplier=1.0, dropout=0.2)
+    assert (cfg.resolved_emb_init_std, cfg.resolved_emb_multiplier, cfg.dropout) == (1.0, 1.0, 0.2)
 
 
 def test_unknown_preset_and_override_are_named() -> None:

@@ -184,7 +184,7 @@ def test_sinusoids_match_t2t_timing_signal() -> None:
 
 
 def test_dropout_acts_in_training_only() -> None:
-    model = _model()
+    model = _model(dropout=0.1, attention_dropout=0.1, relu_dropout=0.1)
     src, tgt = torch.randint(3, VOCAB, (2, 6)), torch.randint(3, VOCAB, (2, 5))
     torch.testing.assert_close(model(src, tgt), model(src, tgt))
     model.train()

@@ -36,7 +36,8 @@ def test_help_explains_each_option_with_an_example() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["table2", "--rows", "A,Z9", "--dry-run"], "unknown row(s) 'Z9'; valid rows: table2: A, B"),
+        (["table2", "--rows", "A,Z9", "--dry-run"],
+         "unknown row(s) 'Z9'; valid rows: table2: A, B"),
         (["table3", "--rows", "A", "--dry-run"], "valid rows: table3: clever, naive1, naive2"),
         (["table2", "--set", "stepz=3", "--dry-run"], "unknown scale override 'stepz'"),
         (["table2", "--set", "steps=abc", "--dry-run"], "'steps' must be int, got str"),

@@ -7,9 +7,11 @@ Skips with the reason when ``sinfo`` is absent or not answering.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,9 +66,56 @@ def test_array_runs_every_cell_and_renders_the_table(tmp_path: Path) -> None:
         assert f"array task {task} (restart 0): {cell}" in log
         assert (results / cell / "result.json").is_file()
 
-    rows = {r["warmup"]: r for r in csv.DictReader((tables / "table2.csv").open()) if r["row"] == "A"}
+    table = csv.DictReader((tables / "table2.csv").open())
+    rows = {r["warmup"]: r for r in table if r["row"] == "A"}
     assert set(rows) == {"yes", "no"}
     for row in rows.values():
         assert row["status"] in ("ok", "diverged") and row["bleu"] != ""
         assert row["steps"] == "20" and row["scale"] == "tiny"
     assert "collapse agrees with the paper in" in (tables / "table2.md").read_text()
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.5)
+
+
+def test_preempted_task_is_requeued_and_resumes(tmp_path: Path) -> None:
+    """SIGUSR1 (what --signal=SIGUSR1@90 sends before the time limit) makes Lightning save
+    hpc_ckpt_1.ckpt and requeue the task; the requeued task resumes from that checkpoint."""
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    long_run = ["--set", "steps=200", "--set", "log_interval=5", "--set", "val_interval=100",
+                "--set", "checkpoint_interval=1000", "--set", "eval_max_sentences=20"]
+    done = subprocess.run(
+        [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
+         "--cpus-per-task", "1", "--time", "00:15:00", "--results-dir", str(results),
+         "--tables-dir", str(tables), "--no-wandb", *long_run],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    array_id, render_id = re.search(r"array job (\d+) .* render job (\d+)", done.stdout).groups()
+    cell = results / "table2/A/warmup/seed0"
+    task = f"{array_id}_0"
+    try:
+        _wait_for(lambda: (cell / "metrics.jsonl").is_file(), 300, "training to start")
+        subprocess.run(["scancel", "--signal=USR1", task], check=True, timeout=30)
+        _wait_for(lambda: any(cell.glob("hpc_ckpt_*.ckpt")), 120, "Lightning's hpc checkpoint")
+        # Slurm holds a requeued job back for a while (BeginTime); release it at once.
+        _wait_for(lambda: "PENDING" in slurm.job_states(task).values(), 60, "the requeue")
+        subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True,
+                       timeout=30)
+        slurm.wait_for_jobs([array_id, render_id], timeout_s=WAIT_S)
+    except (TimeoutError, subprocess.CalledProcessError):
+        _cancel([array_id, render_id])
+        raise
+    assert slurm.job_states(array_id) == {task: "COMPLETED", f"{array_id}_1": "COMPLETED"}
+    log = next((results / "slurm").iterdir()) / "logs" / f"{task}.out"
+    assert "(restart 1): table2/A/warmup/seed0" in log.read_text()
+    result = json.loads((cell / "result.json").read_text())
+    assert result["steps"] == 200
+    assert result["resumed_from_step"] is not None and 0 < result["resumed_from_step"] < 200
+    rows = [r for r in csv.DictReader((tables / "table2.csv").open()) if r["row"] == "A"]
+    assert all(r["bleu"] != "" for r in rows)

@@ -63,8 +63,17 @@ def adjectives_for(noun: Noun) -> tuple[Adjective, ...]:
     return _ADJ_BY_NOUN[noun.de]
 
 
-_BENEFACTIVE_VERBS = ("kaufen", "kochen", "malen", "zeichnen", "schreiben", "bauen", "reparieren",
-                      "tragen", "suchen")
+_BENEFACTIVE_VERBS = (
+    "kaufen",
+    "kochen",
+    "malen",
+    "zeichnen",
+    "schreiben",
+    "bauen",
+    "reparieren",
+    "tragen",
+    "suchen",
+)
 _COMPANION_FRAMES = ("intr", "move", "tr")
 
 
@@ -144,7 +153,11 @@ def pick(rng: random.Random, items: tuple):
 
 
 def noun_phrase(
-    rng: random.Random, cats: str, *, allow_plural: bool = True, definite_only: bool = False,
+    rng: random.Random,
+    cats: str,
+    *,
+    allow_plural: bool = True,
+    definite_only: bool = False,
     adjective_p: float = 0.35,
 ) -> NounPhrase:
     noun = pick(rng, nouns_with(cats))
@@ -191,8 +204,10 @@ def subject_phrase(rng: random.Random, cats: str) -> NounPhrase:
         en, de, person = pick(rng, PRONOUNS)
         return NounPhrase(None, pronoun=(en, de, person))
     if r < 0.33:
-        parts = (noun_phrase(rng, cats, allow_plural=False, adjective_p=0.2),
-                 noun_phrase(rng, cats, allow_plural=False, adjective_p=0.2))
+        parts = (
+            noun_phrase(rng, cats, allow_plural=False, adjective_p=0.2),
+            noun_phrase(rng, cats, allow_plural=False, adjective_p=0.2),
+        )
         if parts[0].noun == parts[1].noun:
             return parts[0]
         return NounPhrase(None, coordinated=parts)
@@ -229,7 +244,9 @@ class Clause:
 
 
 def _time_phrase(rng: random.Random, tense: str, modal_past: bool) -> Phrase:
-    key = "past" if tense == "past" or modal_past else ("future" if tense == "future" else "present")
+    key = (
+        "past" if tense == "past" or modal_past else ("future" if tense == "future" else "present")
+    )
     if rng.random() < 0.12:
         en_hour, de_hour = pick(rng, CLOCK_HOURS)
         return Phrase(f"at {en_hour} o'clock", f"um {de_hour} Uhr", "end")
@@ -261,8 +278,16 @@ def clause(rng: random.Random, *, allow_front: bool = True, copula_p: float = 0.
             adjectives = adjectives_for((subject.coordinated or (subject,))[0].noun)
         if tense == "modal":
             tense, modal, modal_past = "present", None, False
-        return Clause(subject, None, tense, negated=negated, predicate=pick(rng, adjectives),
-                      predicate_very=rng.random() < 0.2, time=time, front_time=front_time)
+        return Clause(
+            subject,
+            None,
+            tense,
+            negated=negated,
+            predicate=pick(rng, adjectives),
+            predicate_very=rng.random() < 0.2,
+            time=time,
+            front_time=front_time,
+        )
 
     verb = pick(rng, VERBS)
     subject = subject_phrase(rng, verb.subj)
@@ -285,11 +310,24 @@ def clause(rng: random.Random, *, allow_front: bool = True, copula_p: float = 0.
         en, de, cats = pick(rng, LOCATION_PREPS)
         phrases.append(_prep_phrase(rng, en, de, cats, "dat"))
     # "nicht" after "zwei Hunde" or a negated "every" subject reads badly: no negation there
-    if any(np is not None and np.det in ("num", "einig", "viel", "jed")
-           for np in (subject, dat_obj, acc_obj)):
+    if any(
+        np is not None and np.det in ("num", "einig", "viel", "jed")
+        for np in (subject, dat_obj, acc_obj)
+    ):
         negated = False
-    return Clause(subject, verb, tense, modal, bool(modal_past), negated, dat_obj, acc_obj,
-                  phrases=tuple(phrases), time=time, front_time=front_time)
+    return Clause(
+        subject,
+        verb,
+        tense,
+        modal,
+        bool(modal_past),
+        negated,
+        dat_obj,
+        acc_obj,
+        phrases=tuple(phrases),
+        time=time,
+        front_time=front_time,
+    )
 
 
 # ----------------------------------------------------------------------------- German
@@ -337,7 +375,7 @@ def german_parts(c: Clause) -> tuple[str, list[str], list[str]]:
             return g.haben(person, past=True), middle, []
         aux = g.sein(person) if v.aux == "sein" else g.haben(person)
         return aux, middle, [v.participle]
-    finite = (v.de_1sg, v.de_2sg, v.de_3sg, v.de[len(v.prefix):], v.de[len(v.prefix):])[index]
+    finite = (v.de_1sg, v.de_2sg, v.de_3sg, v.de[len(v.prefix) :], v.de[len(v.prefix) :])[index]
     return finite, middle, [v.prefix] if v.prefix else []
 
 

@@ -9,26 +9,62 @@ from __future__ import annotations
 
 _CASE = {"nom": 0, "acc": 1, "dat": 2}
 
-_DEF = {"m": ("der", "den", "dem"), "f": ("die", "die", "der"), "n": ("das", "das", "dem"),
-        "pl": ("die", "die", "den")}
-_DER_WORD_ENDINGS = {"m": ("er", "en", "em"), "f": ("e", "e", "er"), "n": ("es", "es", "em"),
-                     "pl": ("e", "e", "en")}
-_EIN_WORD_ENDINGS = {"m": ("", "en", "em"), "f": ("e", "e", "er"), "n": ("", "", "em"),
-                     "pl": ("e", "e", "en")}
+_DEF = {
+    "m": ("der", "den", "dem"),
+    "f": ("die", "die", "der"),
+    "n": ("das", "das", "dem"),
+    "pl": ("die", "die", "den"),
+}
+_DER_WORD_ENDINGS = {
+    "m": ("er", "en", "em"),
+    "f": ("e", "e", "er"),
+    "n": ("es", "es", "em"),
+    "pl": ("e", "e", "en"),
+}
+_EIN_WORD_ENDINGS = {
+    "m": ("", "en", "em"),
+    "f": ("e", "e", "er"),
+    "n": ("", "", "em"),
+    "pl": ("e", "e", "en"),
+}
 
 # adjective endings by declension type
-_WEAK = {"m": ("e", "en", "en"), "f": ("e", "e", "en"), "n": ("e", "e", "en"), "pl": ("en", "en", "en")}
-_MIXED = {"m": ("er", "en", "en"), "f": ("e", "e", "en"), "n": ("es", "es", "en"),
-          "pl": ("en", "en", "en")}
+_WEAK = {
+    "m": ("e", "en", "en"),
+    "f": ("e", "e", "en"),
+    "n": ("e", "e", "en"),
+    "pl": ("en", "en", "en"),
+}
+_MIXED = {
+    "m": ("er", "en", "en"),
+    "f": ("e", "e", "en"),
+    "n": ("es", "es", "en"),
+    "pl": ("en", "en", "en"),
+}
 _STRONG_PLURAL = ("e", "e", "en")
 
-_DECLENSION = {"def": "weak", "dies": "weak", "jed": "weak", "ein": "mixed", "kein": "mixed",
-               "poss": "mixed", "num": "strong", "einig": "strong", "viel": "strong"}
+_DECLENSION = {
+    "def": "weak",
+    "dies": "weak",
+    "jed": "weak",
+    "ein": "mixed",
+    "kein": "mixed",
+    "poss": "mixed",
+    "num": "strong",
+    "einig": "strong",
+    "viel": "strong",
+}
 
 # preposition + definite article contractions
-CONTRACTIONS = {("in", "dem"): "im", ("an", "dem"): "am", ("von", "dem"): "vom",
-                ("zu", "dem"): "zum", ("zu", "der"): "zur", ("bei", "dem"): "beim",
-                ("in", "das"): "ins"}
+CONTRACTIONS = {
+    ("in", "dem"): "im",
+    ("an", "dem"): "am",
+    ("von", "dem"): "vom",
+    ("zu", "dem"): "zum",
+    ("zu", "der"): "zur",
+    ("bei", "dem"): "beim",
+    ("in", "das"): "ins",
+}
 
 
 def german_determiner(kind: str, stem: str, gender: str, case: str) -> str:

@@ -409,34 +409,70 @@ PRONOUNS = (
 )
 
 # Possessive determiners: en, de stem (declined like "ein")
-POSSESSIVES = (("my", "mein"), ("your", "dein"), ("his", "sein"), ("her", "ihr"),
-               ("our", "unser"), ("their", "ihr"))
+POSSESSIVES = (
+    ("my", "mein"),
+    ("your", "dein"),
+    ("his", "sein"),
+    ("her", "ihr"),
+    ("our", "unser"),
+    ("their", "ihr"),
+)
 
-NUMBERS = (("two", "zwei"), ("three", "drei"), ("four", "vier"), ("five", "fünf"),
-           ("six", "sechs"), ("seven", "sieben"), ("eight", "acht"), ("nine", "neun"),
-           ("ten", "zehn"), ("eleven", "elf"), ("twelve", "zwölf"))
+NUMBERS = (
+    ("two", "zwei"),
+    ("three", "drei"),
+    ("four", "vier"),
+    ("five", "fünf"),
+    ("six", "sechs"),
+    ("seven", "sieben"),
+    ("eight", "acht"),
+    ("nine", "neun"),
+    ("ten", "zehn"),
+    ("eleven", "elf"),
+    ("twelve", "zwölf"),
+)
 
-CLOCK_HOURS = (("one", "ein"),) + NUMBERS
+CLOCK_HOURS = (("one", "ein"), *NUMBERS)
 
 # Time adverbials by tense: (en, de, where English puts it: "end" or "mid" = before the verb)
 TIME_ADVERBS = {
-    "present": (("today", "heute", "end"), ("now", "jetzt", "end"), ("often", "oft", "mid"),
-                ("always", "immer", "mid"), ("sometimes", "manchmal", "mid"),
-                ("usually", "meistens", "mid"), ("every day", "jeden Tag", "end"),
-                ("in the morning", "morgens", "end"), ("in the evening", "abends", "end"),
-                ("rarely", "selten", "mid")),
-    "past": (("yesterday", "gestern", "end"), ("last week", "letzte Woche", "end"),
-             ("this morning", "heute Morgen", "end"), ("last year", "letztes Jahr", "end"),
-             ("once", "einmal", "mid"), ("two days ago", "vor zwei Tagen", "end")),
-    "future": (("tomorrow", "morgen", "end"), ("next week", "nächste Woche", "end"),
-               ("soon", "bald", "mid"), ("later", "später", "end"),
-               ("next year", "nächstes Jahr", "end")),
+    "present": (
+        ("today", "heute", "end"),
+        ("now", "jetzt", "end"),
+        ("often", "oft", "mid"),
+        ("always", "immer", "mid"),
+        ("sometimes", "manchmal", "mid"),
+        ("usually", "meistens", "mid"),
+        ("every day", "jeden Tag", "end"),
+        ("in the morning", "morgens", "end"),
+        ("in the evening", "abends", "end"),
+        ("rarely", "selten", "mid"),
+    ),
+    "past": (
+        ("yesterday", "gestern", "end"),
+        ("last week", "letzte Woche", "end"),
+        ("this morning", "heute Morgen", "end"),
+        ("last year", "letztes Jahr", "end"),
+        ("once", "einmal", "mid"),
+        ("two days ago", "vor zwei Tagen", "end"),
+    ),
+    "future": (
+        ("tomorrow", "morgen", "end"),
+        ("next week", "nächste Woche", "end"),
+        ("soon", "bald", "mid"),
+        ("later", "später", "end"),
+        ("next year", "nächstes Jahr", "end"),
+    ),
 }
 
 # Prepositions for a location (dative): en, de, noun categories of the place
 LOCATION_PREPS = (
-    ("in", "in", "lr"), ("on", "auf", "s"), ("under", "unter", "sb"),
-    ("next to", "neben", "lsbvx"), ("behind", "hinter", "lsbvx"), ("in front of", "vor", "lsbvx"),
+    ("in", "in", "lr"),
+    ("on", "auf", "s"),
+    ("under", "unter", "sb"),
+    ("next to", "neben", "lsbvx"),
+    ("behind", "hinter", "lsbvx"),
+    ("in front of", "vor", "lsbvx"),
     ("near", "bei", "lb"),
 )
 # "with" (dative): companions
@@ -445,13 +481,22 @@ COMPANION_PREP = ("with", "mit")
 BENEFICIARY_PREP = ("for", "für")
 # Directional phrases for motion verbs: en, de, case, categories
 DIRECTION_PREPS = (
-    ("into", "in", "acc", "lr"), ("to", "zu", "dat", "plb"), ("through", "durch", "acc", "lg"),
-    ("across", "über", "acc", "g"), ("out of", "aus", "dat", "lr"),
+    ("into", "in", "acc", "lr"),
+    ("to", "zu", "dat", "plb"),
+    ("through", "durch", "acc", "lg"),
+    ("across", "über", "acc", "g"),
+    ("out of", "aus", "dat", "lr"),
 )
 
 # Subordinating conjunctions: en, de, may the clause come first?
-CONJUNCTIONS = (("because", "weil", False), ("when", "wenn", True), ("although", "obwohl", True),
-                ("while", "während", True), ("before", "bevor", True), ("if", "wenn", True))
+CONJUNCTIONS = (
+    ("because", "weil", False),
+    ("when", "wenn", True),
+    ("although", "obwohl", True),
+    ("while", "während", True),
+    ("before", "bevor", True),
+    ("if", "wenn", True),
+)
 PAST_WHEN = ("when", "als")  # "when" about one past event
 
 # Verbs that take a "that"-clause: en base, en 3sg, en past, de stem forms (ich, du, er, wir, sie),
@@ -461,18 +506,32 @@ SAY_VERBS = (
     ("think", "thinks", "thought", ("denke", "denkst", "denkt", "denken", "denken"), "gedacht"),
     ("know", "knows", "knew", ("weiß", "weißt", "weiß", "wissen", "wissen"), "gewusst"),
     ("hope", "hopes", "hoped", ("hoffe", "hoffst", "hofft", "hoffen", "hoffen"), "gehofft"),
-    ("believe", "believes", "believed", ("glaube", "glaubst", "glaubt", "glauben", "glauben"),
-     "geglaubt"),
+    (
+        "believe",
+        "believes",
+        "believed",
+        ("glaube", "glaubst", "glaubt", "glauben", "glauben"),
+        "geglaubt",
+    ),
 )
 
 # Modal verbs: key -> (en present 3sg / other, en past, de present forms, de past stem)
 MODALS = {
-    "can": {"de_inf": "können", "de": ("kann", "kannst", "kann", "können", "können"),
-            "de_past": ("konnte", "konntest", "konnte", "konnten", "konnten")},
-    "must": {"de_inf": "müssen", "de": ("muss", "musst", "muss", "müssen", "müssen"),
-             "de_past": ("musste", "musstest", "musste", "mussten", "mussten")},
-    "want": {"de_inf": "wollen", "de": ("will", "willst", "will", "wollen", "wollen"),
-             "de_past": ("wollte", "wolltest", "wollte", "wollten", "wollten")},
+    "can": {
+        "de_inf": "können",
+        "de": ("kann", "kannst", "kann", "können", "können"),
+        "de_past": ("konnte", "konntest", "konnte", "konnten", "konnten"),
+    },
+    "must": {
+        "de_inf": "müssen",
+        "de": ("muss", "musst", "muss", "müssen", "müssen"),
+        "de_past": ("musste", "musstest", "musste", "mussten", "mussten"),
+    },
+    "want": {
+        "de_inf": "wollen",
+        "de": ("will", "willst", "will", "wollen", "wollen"),
+        "de_past": ("wollte", "wolltest", "wollte", "wollten", "wollten"),
+    },
 }
 
 
@@ -500,13 +559,15 @@ def _parse_verbs() -> tuple[Verb, ...]:
     out = []
     for row in _rows(_VERBS):
         (en, en3, en_past, de, prefix, du, er, ich, part, aux, frame, subj, obj) = row
-        base = de[len(prefix):]
+        base = de[len(prefix) :]
         stem = base[:-1] if base.endswith(("eln", "ern")) else base[:-2]
         du = du or (stem + ("t" if stem.endswith(("s", "ß", "z", "x")) else "st"))
         er = er or (stem + "t")
         ich = ich or (stem + "e")
         participle = prefix + part
-        out.append(Verb(en, en3, en_past, de, prefix, du, er, ich, participle, aux, frame, subj, obj))
+        out.append(
+            Verb(en, en3, en_past, de, prefix, du, er, ich, participle, aux, frame, subj, obj)
+        )
     return tuple(out)
 
 
