@@ -27,7 +27,7 @@ from ._common import FactorMode, GroupHyper, StepScalars, TensorStats
 from .reference import reference_update
 from .rounding import write_back_
 
-DEFAULT_CHUNK_NUMEL = 1 << 16  # floats per scratch chunk (256 KiB): fits comfortably in L2
+DEFAULT_CHUNK_NUMEL = 1 << 17  # floats per scratch chunk (512 KiB): G chunk + scratch stay in L2
 
 
 @dataclass
@@ -110,50 +110,53 @@ def _factored_update(
     rows = _batch_rows(state["exp_avg_sq_row"]) if mode in ("both", "row") else [None] * len(xs)
     cols = _batch_rows(state["exp_avg_sq_col"]) if mode in ("both", "col") else [None] * len(xs)
     momenta = _as_matrices(state["exp_avg"]) if hp.beta1 else [None] * len(xs)
-    sum_u2 = x.new_zeros((), dtype=torch.float32)
-    col_acc = torch.empty((m, 2), dtype=torch.float32, device=x.device)
-    weights = torch.empty((rows_per_chunk, 2), dtype=torch.float32, device=x.device)
-    weights[:, 0] = 1.0
-    row_scales: list[torch.Tensor | None] = []
+    f32 = {"dtype": torch.float32, "device": x.device}
+    sum_u2 = torch.zeros((), **f32)
+    inv_m = torch.full((m,), 1.0 / m, **f32)
+    row_target = torch.empty((n,), **f32)  # mean_j(G_ij^2 + eps1) of the current matrix
+    col_acc = torch.empty((m, 2), **f32)  # [sum_i G_ij^2, sum_i G_ij^2 / R_i]
+    weights = torch.empty((2, rows_per_chunk), **f32)  # [1, 1 / R_i] for one chunk
+    weights[0].fill_(1.0)
+    row_scales: list[torch.Tensor] = []
 
     # Pass A: statistics (one read of G).
     for g_mat, r, c in zip(gs, rows, cols, strict=True):
         col_acc.zero_()
-        row_u2 = x.new_zeros((), dtype=torch.float32)
+        row_target.fill_(hp.eps1)
         for i in range(0, n, rows_per_chunk):
             j = min(n, i + rows_per_chunk)
             g_chunk = _fp32(g_mat[i:j])
             sq = torch.mul(g_chunk, g_chunk, out=scratch.view(j - i, m))
-            if r is not None:
-                row_mean = sq.mean(dim=-1)
-                # R = b R + (1 - b) mean_j(G^2 + eps1)   (Alg. 4 line 5, as means)
-                r_chunk = r[i:j].mul_(b).add_(row_mean, alpha=1 - b).add_((1 - b) * hp.eps1)
-                if mode == "both":
-                    # columns of col_acc: sum_i G_ij^2 and sum_i G_ij^2 / R_i (one BLAS call)
-                    w = weights[: j - i]
-                    torch.reciprocal(r_chunk, out=w[:, 1])
-                    col_acc.addmm_(sq.t(), w)
-                elif need_rms:
-                    row_u2 = row_u2 + torch.dot(row_mean, r_chunk.reciprocal()) * m
-            else:
+            if r is None:  # "col": column sums only
                 col_acc[:, 0].add_(sq.sum(dim=0))
+                continue
+            target = row_target[i:j].addmv_(sq, inv_m)
+            # Alg. 4 line 5, as means: R = b R + (1 - b) mean_j(G^2 + eps1)
+            r_chunk = r[i:j].lerp_(target, 1 - b)
+            if mode == "both":
+                w = weights[:, : j - i]
+                torch.reciprocal(r_chunk, out=w[1])
+                col_acc.addmm_(sq.t(), w.t())  # one BLAS call for both column statistics
+            elif need_rms:  # "row": sum_ij G_ij^2 / R_i
+                sum_u2 = sum_u2 + m * torch.dot(target - hp.eps1, r_chunk.reciprocal())
         if c is not None:
-            # C = b C + (1 - b) mean_i(G^2 + eps1)   (Alg. 4 line 6, as means)
-            c.mul_(b).add_(col_acc[:, 0], alpha=(1 - b) / n).add_((1 - b) * hp.eps1)
+            # Alg. 4 line 6, as means: C = b C + (1 - b) mean_i(G^2 + eps1)
+            c.lerp_(col_acc[:, 0] / n + hp.eps1, 1 - b)
         if mode == "both":
+            # RMS(U)^2 numel = sum_ij G_ij^2 mean(R) / (R_i C_j)
             mean_r = r.mean()
             row_scales.append(mean_r.sqrt())
             if need_rms:
                 sum_u2 = sum_u2 + mean_r * torch.dot(col_acc[:, 1], c.reciprocal())
-        elif mode == "row":
-            sum_u2 = sum_u2 + row_u2
-        elif need_rms:
+        elif mode == "col" and need_rms:
             sum_u2 = sum_u2 + torch.dot(col_acc[:, 0], c.reciprocal())
 
     update_rms, coef = _clip_and_coef(sum_u2, x.numel(), item.alpha, hp)
     decay = 1.0 - item.scalars.rho * hp.weight_decay
+    plain = hp.beta1 is None and decay == 1.0 and x.dtype == torch.float32
 
-    # Pass B: X += G * row_coef_i * col_coef_j (one more read of G, one read/write of X).
+    # Pass B: X += G * row_coef_i * col_coef_j (one more read of G, one read/write of X), with
+    # row_coef = -alpha clip sqrt(mean R) / sqrt(R) and col_coef = 1 / sqrt(C).
     for k, (x_mat, g_mat, r, c, mom) in enumerate(zip(xs, gs, rows, cols, momenta, strict=True)):
         if mode == "both":
             row_coef, col_coef = (coef * row_scales[k]) * r.rsqrt(), c.rsqrt()
@@ -161,16 +164,24 @@ def _factored_update(
             row_coef, col_coef = coef * r.rsqrt(), None
         else:
             row_coef, col_coef = None, coef * c.rsqrt()
+        if row_coef is not None:
+            row_coef = row_coef.unsqueeze(1)
         for i in range(0, n, rows_per_chunk):
             j = min(n, i + rows_per_chunk)
             g_chunk = _fp32(g_mat[i:j])
+            out = scratch.view(j - i, m)
+            if plain and mode == "both":
+                x_mat[i:j].addcmul_(torch.mul(g_chunk, row_coef[i:j], out=out), col_coef)
+                continue
+            if plain:
+                x_mat[i:j].addcmul_(g_chunk, row_coef[i:j] if col_coef is None else col_coef)
+                continue
             if row_coef is not None and col_coef is not None:
-                step = torch.mul(g_chunk, row_coef[i:j, None], out=scratch.view(j - i, m))
-                step.mul_(col_coef)
+                step = torch.mul(g_chunk, row_coef[i:j], out=out).mul_(col_coef)
             elif row_coef is not None:
-                step = torch.mul(g_chunk, row_coef[i:j, None], out=scratch.view(j - i, m))
+                step = torch.mul(g_chunk, row_coef[i:j], out=out)
             else:
-                step = torch.mul(g_chunk, col_coef, out=scratch.view(j - i, m))
+                step = torch.mul(g_chunk, col_coef, out=out)
             _apply_to_chunk(x_mat[i:j], step, None if mom is None else mom[i:j], hp, decay)
 
     return _stats(item.alpha, update_rms, hp)

@@ -28,6 +28,7 @@ _CACHE_FORMAT = 1
 INPUT_SENTENCE_SIZE = 2_000_000
 _RANDOM_SEED = 1234
 _MAX_THREADS = 16
+FULL_COVERAGE_MAX_CHARS = 300
 
 
 class SharedVocab:
@@ -102,12 +103,17 @@ def build_vocab(
     cache_dir: str | Path,
     *,
     model_type: str = "unigram",
-    character_coverage: float = 0.9999,
+    character_coverage: float | None = None,
 ) -> SharedVocab:
     """Train (or load from the cache) a SentencePiece model on `texts` (source and target lines).
 
     The vocabulary is a soft limit: on a small corpus SentencePiece may stop below `vocab_size`
     (a warning says so); `SharedVocab.size` is the real size.
+
+    `character_coverage=None` picks 1.0 (every character gets a piece, so German umlauts that are
+    rare in a small corpus still round-trip) when the text has at most
+    `FULL_COVERAGE_MAX_CHARS` distinct characters, else 0.9999 (web-crawled WMT text holds
+    thousands of stray characters that would otherwise take vocabulary slots).
     """
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 8:
         raise ValueError(f"vocab_size must be an int >= 8, got {vocab_size!r}")
@@ -120,15 +126,17 @@ def build_vocab(
     if not lines:
         raise ValueError("cannot train a vocabulary on no text")
     digest = hashlib.sha256()
-    header = (
-        f"spm|{_CACHE_FORMAT}|{spm.__version__}|{vocab_size}|{model_type}|{character_coverage}\n"
-    )
-    digest.update(header.encode())
+    chars: set[str] = set()
     for number, line in enumerate(lines):
         if "\n" in line:
             raise ValueError(f"training line {number} contains a newline: {line[:80]!r}")
         digest.update(line.encode("utf-8"))
         digest.update(b"\n")
+        chars.update(line)
+    if character_coverage is None:
+        character_coverage = 1.0 if len(chars) <= FULL_COVERAGE_MAX_CHARS else 0.9999
+    options = f"{_CACHE_FORMAT}|{spm.__version__}|{vocab_size}|{model_type}|{character_coverage}"
+    digest.update(options.encode())
     model_path = cache_dir / f"spm-{digest.hexdigest()}.model"
     if model_path.is_file():
         log.info("reusing cached SentencePiece model %s", model_path)

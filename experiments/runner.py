@@ -65,7 +65,7 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
 
 
 def _checkpoint_step(path: Path) -> int:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return int(ckpt["global_step"])
 
 

@@ -93,6 +93,8 @@ def _greedy(
 ) -> list[list[int]]:
     device = src.device
     hypotheses: list[list[int]] = [[] for _ in range(src.shape[0])]
+    if not hypotheses:
+        return hypotheses
     max_lengths = _max_lengths(model, src, pad_id, max_len_a, max_len_b)
     memory, token_mask = model.encode(src)
     state = model.init_decoder_state(memory, token_mask)

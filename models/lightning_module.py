@@ -54,7 +54,10 @@ def _rng_state() -> dict[str, Any]:
     try:
         import numpy as np
 
-        state["numpy"] = np.random.get_state()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        # tensors and plain numbers only, so checkpoints load with torch.load(weights_only=True)
+        state["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                          int(has_gauss), float(cached))
     except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
         pass
     return state
@@ -68,7 +71,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     if "numpy" in state:
         import numpy as np
 
-        np.random.set_state(state["numpy"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 class TranslationModule(pl.LightningModule):

@@ -7,7 +7,11 @@ matrices without biases (their shapes matter to Adafactor's factoring); the FFN 
 Linear(bias) -> ReLU -> dropout -> Linear(bias). Attention is
 ``torch.nn.functional.scaled_dot_product_attention`` with boolean masks.
 
-Initialisation (T2T): every Linear weight is "uniform unit scaling" with gain 1, i.e.
+Every weight matrix has T2T's layout, so that Adafactor's row and column statistics (and the
+paper's row-mean / col-mean ablations, Table 2 rows D and E) mean what they meant there: dense
+kernels are [in, out] (``Dense``, not torch's [out, in] ``nn.Linear``) and embeddings [vocab, d].
+
+Initialisation (T2T): every dense kernel is "uniform unit scaling" with gain 1, i.e.
 U(-sqrt(3/fan_in), sqrt(3/fan_in)); biases 0; LayerNorm scale 1, bias 0. Embeddings are
 N(0, emb_init_std^2) and are multiplied by emb_multiplier when looked up; the embedding rows of
 ``pad_id`` are zeroed in the forward pass (T2T does this for its padding id 0). With
@@ -39,10 +43,31 @@ def sinusoidal_positions(length: int, channels: int) -> Tensor:
     return torch.cat([scaled_time.sin(), scaled_time.cos()], dim=1).float()
 
 
-def _uniform_unit_scaling_(weight: Tensor) -> None:
-    """TF's uniform_unit_scaling_initializer (gain 1) for a torch [out, in] weight."""
-    bound = math.sqrt(3.0 / weight.shape[1])
-    nn.init.uniform_(weight, -bound, bound)
+class Dense(nn.Module):
+    """``x @ weight + bias`` with the kernel stored [in, out] as in T2T/TensorFlow.
+
+    Initialised like TF's ``uniform_unit_scaling_initializer`` (gain 1):
+    U(-sqrt(3 / in), sqrt(3 / in)); the bias (if any) starts at 0.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = math.sqrt(3.0 / self.weight.shape[0])
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.t(), self.bias)
+
+    def extra_repr(self) -> str:
+        rows, cols = self.weight.shape
+        return f"in={rows}, out={cols}, bias={self.bias is not None}"
 
 
 def _key_mask(token_mask: Tensor) -> Tensor:
@@ -59,15 +84,16 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.d_model = d_model
         self.attention_dropout = attention_dropout
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.k_proj = nn.Linear(d_model, d_model, bias=False)
-        self.v_proj = nn.Linear(d_model, d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.q_proj = Dense(d_model, d_model, bias=False)
+        self.k_proj = Dense(d_model, d_model, bias=False)
+        self.v_proj = Dense(d_model, d_model, bias=False)
+        self.out_proj = Dense(d_model, d_model, bias=False)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
-        return x.view(batch, length, self.n_heads, -1).transpose(1, 2)
+        return x.view(batch, length, self.n_heads, self.d_model // self.n_heads).transpose(1, 2)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Projected keys and values [B, H, S, head_dim] of ``x`` [B, S, D]."""
@@ -87,14 +113,14 @@ class MultiHeadAttention(nn.Module):
             is_causal=is_causal,
         )
         batch, _, length, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.d_model))
 
 
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, relu_dropout: float) -> None:
         super().__init__()
-        self.linear_in = nn.Linear(d_model, d_ff)
-        self.linear_out = nn.Linear(d_ff, d_model)
+        self.linear_in = Dense(d_model, d_ff, bias=True)
+        self.linear_out = Dense(d_ff, d_model, bias=True)
         self.dropout = nn.Dropout(relu_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -230,10 +256,8 @@ class Transformer(nn.Module):
     # ---------------------------------------------------------------- parameters
     def reset_parameters(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                _uniform_unit_scaling_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            if isinstance(module, Dense):
+                module.reset_parameters()
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)

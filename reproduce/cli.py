@@ -188,6 +188,9 @@ def _render_and_print(tables: Sequence[str], results_dir: Path, tables_dir: Path
     rendered = render_tables(tables, results_dir, tables_dir, require_results=not several)
     if not rendered:
         raise UsageError(f"no results for {', '.join(tables)} under {results_dir}")
+    skipped = [t for t in tables if t not in {data.table for data, _ in rendered}]
+    if skipped:
+        print(f"no results yet for {', '.join(skipped)}: not rendered")
     for data, paths in rendered:
         print()
         print(markdown(data))
@@ -243,9 +246,10 @@ def cmd_tables(args: argparse.Namespace) -> int:
     if args.launcher == "slurm":
         return _launch_slurm(args, tables, pending, results_dir, several=several)
     if args.dry_run:
+        extra = "".join(f" --set {item}" for item in args.set_args)
         for cell_id in pending:
             print(f"would run: python -m reproduce run {cell_id} --scale {args.scale} "
-                  f"--results-dir {results_dir}")
+                  f"--results-dir {results_dir}{extra}")
         return 0
     failed = []
     if pending:
@@ -298,7 +302,12 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
           f"written to {Path(args.tables_dir).resolve()}")
     if not args.wait:
         return 0
-    slurm.wait_for_jobs([array_id, render_id], timeout_s=args.wait_timeout)
+    try:
+        slurm.wait_for_jobs([array_id, render_id], timeout_s=args.wait_timeout)
+    except TimeoutError as err:
+        print(f"{err}; they go on running: render later with `python -m reproduce render "
+              f"{' '.join(tables)} --results-dir {results_dir}`", file=sys.stderr)
+        return 1
     _render_and_print(tables, results_dir, args.tables_dir, several=several)
     from reproduce.selection import has_result
 
@@ -351,3 +360,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return 0

@@ -107,6 +107,8 @@ def _worker(
                 "wall_s": time.time() - start,
             }
             events.put(("done", worker, cell_id, summary))
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: stop, take no more
+            return
         except BaseException:
             traceback.print_exc()
             sys.stderr.flush()
@@ -188,19 +190,22 @@ def run_cells_locally(
                            f"{LOG_FILE})"
                 outcomes[cell_id] = outcome
                 log(f"[{len(outcomes)}/{total}] {text}  {cell_id}  ({outcome.wall_s:.0f} s)")
-            # A worker that died (killed, segfault) fails its cell and is replaced.
+            # A worker that died in a cell (killed, segfault) fails that cell and is replaced;
+            # one that died without a cell (it could not even start) is not.
             for index, process in list(processes.items()):
-                if not process.is_alive() and len(outcomes) < total:
-                    cell = running.pop(index, None)
-                    if cell is not None and cell[0] not in outcomes:
-                        outcomes[cell[0]] = CellOutcome(
-                            cell[0], "failed", None, time.time() - cell[1],
-                            error=f"worker process died (exit code {process.exitcode})",
-                        )
-                        log(f"[{len(outcomes)}/{total}] FAILED   worker died (exit code "
-                            f"{process.exitcode})  {cell[0]}")
-                    if len(outcomes) + len(running) < total:
-                        processes[index] = start_worker(index)
+                cell = running.get(index)
+                if process.is_alive() or cell is None or len(outcomes) >= total:
+                    continue
+                del running[index]
+                if cell[0] not in outcomes:
+                    outcomes[cell[0]] = CellOutcome(
+                        cell[0], "failed", None, time.time() - cell[1],
+                        error=f"worker process died (exit code {process.exitcode})",
+                    )
+                    log(f"[{len(outcomes)}/{total}] FAILED   worker died (exit code "
+                        f"{process.exitcode})  {cell[0]}")
+                if len(outcomes) + len(running) < total:
+                    processes[index] = start_worker(index)
             if not running and not any(p.is_alive() for p in processes.values()):
                 for cell_id in cell_ids:  # every worker is gone: nothing will run the rest
                     outcomes.setdefault(cell_id, CellOutcome(

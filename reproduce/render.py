@@ -23,11 +23,15 @@ from reproduce.collapse import DIVERGED, collapsed_cells
 CAPTIONS = {
     "table1": "Table 1: slow (beta2 = 0.999, row A) vs fast (beta2 = 0.9, row G) second-moment "
     "decay, with and without step-size warmup (an excerpt of Table 2).",
-    "table2": "Table 2: BLEU of the Transformer on WMT'14 En-De per optimizer variant, with and "
-    "without warmup (s_t = min(1e-6 t, 1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without).",
+    "table2": "Table 2: BLEU per optimizer variant, with and without warmup (s_t = min(1e-6 t, "
+    "1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without).",
     "table3": "Table 3: relative step sizes are more resilient to differently-scaled embedding "
     "parameters (untied embeddings).",
 }
+PAPER_SETUP = (
+    "Paper: Transformer base on WMT'14 En-De, BLEU on newstest2013 with beam 4 and length "
+    "penalty 0.6 (100k steps; Table 3: 50k steps, 16k-token batches)."
+)
 COLUMN_TITLES = {
     "warmup": "with warmup",
     "no-warmup": "no warmup",
@@ -209,11 +213,12 @@ def _provenance_lines(data: TableData) -> list[str]:
         return text + (" (MIXED: results come from different settings)" if len(values) > 1 else "")
 
     return [
-        f"Scale: {joined('scale', 'no results yet')}; training steps: {joined('steps')}.",
+        f"Ours: scale {joined('scale', 'no results yet')}; training steps: {joined('steps')}.",
         f"Corpus: {joined('corpus')}.",
         f"BLEU: sacreBLEU (detokenized) on {joined('recipe')}; signature: {joined('signature')}.",
         f"Tokenized BLEU (intl tokenizer, as 2018 papers reported) is in the CSV; signature: "
         f"{joined('tokenized_signature')}.",
+        PAPER_SETUP,
     ]
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never reach the network: the hub and W&B cloud are unreachable here, and users' runs
 # must not be touched by the test suite.
@@ -14,6 +15,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# One intra-op thread: tests that start several processes (DDP, launchers) must not oversubscribe the
+# cores, and small-tensor math is faster single-threaded anyway. Tests that want more set it themselves.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ADAFACTOR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

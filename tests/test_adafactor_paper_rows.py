@@ -151,7 +151,8 @@ def random_problem(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, lis
     grads = []
     for _ in range(STEPS):
         scale = torch.exp(torch.randn(shape, generator=gen))
-        grads.append(torch.randn(shape, generator=gen) * scale * 10 ** float(torch.randint(-3, 2, ())))
+        magnitude = 10 ** float(torch.randint(-3, 2, ()))
+        grads.append(torch.randn(shape, generator=gen) * scale * magnitude)
     return x0, grads
 
 
@@ -170,7 +171,7 @@ def test_table2_row_matches_float64_transcription(row: str, shape_name: str, imp
         if sched is not None:
             sched.step()
         err = (p.detach().double() - expected[t]).abs().max().item()
-        assert err <= 1e-4 * alphas[t], f"row {row} step {t + 1}: error {err:.3g}, alpha {alphas[t]}"
+        assert err <= 1e-4 * alphas[t], (row, t + 1, err, alphas[t])
 
 
 @pytest.mark.parametrize("row", ["A", "C", "N", "O", "P"])
@@ -189,7 +190,7 @@ def test_warmup_schedules_match_transcription(row: str):
         if sched is not None:
             sched.step()
         err = (p.detach().double() - expected[t]).abs().max().item()
-        assert err <= 1e-4 * alphas[t], f"row {row} step {t + 1}: error {err:.3g}, alpha {alphas[t]}"
+        assert err <= 1e-4 * alphas[t], (row, t + 1, err, alphas[t])
 
 
 @pytest.mark.parametrize("implementation", ["fast", "reference"])

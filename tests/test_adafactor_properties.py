@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) of the Adafactor update: clipping, transposition, bf16, state size."""
+"""Property tests (hypothesis) of the Adafactor update: clipping, transposes, bf16, state size."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _rms(x: torch.Tensor) -> float:
 def test_clipping_never_increases_the_update_rms(
     n, m, seed, grad_log10, d, factored, implementation
 ):
-    """U_hat = U / max(1, RMS(U)/d): RMS(U_hat) = min(RMS(U), d); small updates are not scaled up."""
+    """U_hat = U / max(1, RMS(U)/d): RMS(U_hat) = min(RMS(U), d); small updates never scale up."""
     x0 = _tensor((n, m), seed)
     updates = {}
     for clip in (None, d):

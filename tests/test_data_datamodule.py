@@ -75,6 +75,25 @@ def test_bad_settings_are_named(cache_dir: Path) -> None:
         dm.setup("fit")
 
 
+def test_loader_state_counts_batches_handed_out_not_prefetched(cache_dir: Path) -> None:
+    straight = embedded_data(cache_dir, max_tokens=8192, seed=2)
+    order = [b["indices"] for b in straight.train_dataloader()]
+
+    dm = embedded_data(cache_dir, max_tokens=8192, seed=2, num_workers=2)
+    loader = dm.train_dataloader()
+    iterator = iter(loader)
+    taken = [next(iterator)["indices"] for _ in range(3)]
+    state = loader.state_dict()
+    assert loader.batch_sampler.state_dict()["position"] > 3  # workers ran ahead
+    assert state["position"] == 3 and taken == order[:3]
+    del iterator
+
+    resumed = embedded_data(cache_dir, max_tokens=8192, seed=2, num_workers=2)
+    loader = resumed.train_dataloader()
+    loader.load_state_dict(state)
+    assert [b["indices"] for b in loader] == order[3:]
+
+
 class IndexRecorder(L.LightningModule):
     """A minimal real model that records which examples each training step saw."""
 

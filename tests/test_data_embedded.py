@@ -23,6 +23,7 @@ from data.embedded.generator import (
     german_main,
     german_question,
     german_subordinate,
+    relative_clause,
 )
 from data.embedded.lexicon import ADJECTIVES, NOUNS, VERBS
 from data.vocab import build_vocab
@@ -155,6 +156,28 @@ def test_clauses_follow_german_word_order() -> None:
     assert english_clause(gives) == "the woman will give the child an apple"
 
 
+def test_object_pronouns_precede_time_adverbs_and_relatives_agree() -> None:
+    him = NounPhrase(None, obj_pronoun=("him", "ihn", "ihm", "3sg"))
+    sees = Clause(np("man"), verb("sehen"), "present", acc_obj=him, time=Phrase("today", "heute"))
+    assert german_main(sees) == "der Mann sieht ihn heute"
+    assert english_clause(sees) == "the man sees him today"
+    them = NounPhrase(None, obj_pronoun=("them", "sie", "ihnen", "3pl"))
+    gives = Clause(np("woman"), verb("geben"), "past", dat_obj=them, acc_obj=np("cake"))
+    assert german_main(gives) == "die Frau hat ihnen den Kuchen gegeben"
+    assert english_clause(gives) == "the woman gave them the cake"
+
+    rng = random.Random(0)
+    expected = {"dog": {"der", "den"}, "woman": {"die"}, "child": {"das"}}
+    for antecedent, pronouns in expected.items():
+        for _ in range(20):
+            en, de = relative_clause(rng, np(antecedent))
+            assert de.split()[0] in pronouns, de
+            assert en.split()[0] in ("who", "that")
+    children = NounPhrase(noun("child"), plural=True, relative=("who sing", "die singen"))
+    assert children.english() == "the children who sing"
+    assert children.german("dat", prep="mit") == "mit den Kindern, die singen,"
+
+
 def test_generated_sentences_keep_v2_after_fronted_adverbs() -> None:
     corpus = load_corpus("embedded").split("train")
     finite_after_gestern = {
@@ -214,6 +237,8 @@ def test_embedded_corpus_and_vocab_are_ready_quickly(tmp_path: Path) -> None:
         f"{ready:.2f} s; cached vocab reused in {reuse:.2f} s"
     )
     assert cached.model_path == vocab.model_path
-    sample = random.Random(0).sample(train.target, 50)
+    rare = [s for s in train.target if any(ch in s for ch in "ÄÖÜ")][:50]
+    assert rare  # e.g. "Ärzte", "Äpfel": rare capitals must still get a piece
+    sample = random.Random(0).sample(train.target, 50) + rare
     assert all(vocab.decode(vocab.encode(s)) == s for s in sample)
     assert sum(vocab.encode(s).count(vocab.unk_id) for s in sample) == 0

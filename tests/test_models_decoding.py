@@ -189,6 +189,13 @@ def test_gnmt_length_penalty() -> None:
     assert gnmt_length_penalty(10, 0.0) == 1.0
 
 
+def test_empty_batch_decodes_to_nothing() -> None:
+    model = _random_model(9, vocab=20)
+    empty = torch.zeros((0, 4), dtype=torch.long)
+    assert greedy_decode(model, empty, **IDS) == []
+    assert beam_search(model, empty, **IDS) == []
+
+
 def test_decoding_restores_training_mode_and_rejects_bad_arguments() -> None:
     model = _random_model(8, vocab=20).train()
     src = _sources(8, [3], vocab=20)

@@ -14,6 +14,15 @@ PAD, BOS, EOS = 0, 1, 2
 VOCAB = 50
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and the suite shares a 2-core CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(seed: int = 0, **overrides) -> Transformer:
     torch.manual_seed(seed)
     cfg = model_config("tiny", vocab_size=VOCAB, **overrides)
@@ -146,19 +155,27 @@ def test_embedding_init_scale_and_multiplier(std: float | None, multiplier: floa
     torch.testing.assert_close(embedded, expected)
 
 
-def test_linear_init_is_uniform_unit_scaling_and_attention_has_no_bias() -> None:
+def test_dense_kernels_are_t2t_layout_with_uniform_unit_scaling_and_no_attention_bias() -> None:
     torch.manual_seed(0)
-    model = Transformer(model_config("small", vocab_size=100), pad_id=PAD)
+    cfg = model_config("small", vocab_size=100)
+    model = Transformer(cfg, pad_id=PAD)
     layer = model.encoder_layers[0]
     for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                  layer.self_attn.out_proj):
         assert proj.bias is None
-    for linear in (layer.self_attn.q_proj, layer.ffn.linear_in, layer.ffn.linear_out):
-        bound = math.sqrt(3.0 / linear.weight.shape[1])
-        assert linear.weight.abs().max().item() <= bound
-        assert linear.weight.abs().max().item() > 0.99 * bound
-        assert linear.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.03)
+    # [in, out] like TF kernels, so Adafactor's rows are input units as in T2T.
+    assert layer.ffn.linear_in.weight.shape == (cfg.d_model, cfg.d_ff)
+    assert layer.ffn.linear_out.weight.shape == (cfg.d_ff, cfg.d_model)
+    for dense in (layer.self_attn.q_proj, layer.ffn.linear_in, layer.ffn.linear_out):
+        bound = math.sqrt(3.0 / dense.weight.shape[0])  # fan_in
+        assert dense.weight.abs().max().item() <= bound
+        assert dense.weight.abs().max().item() > 0.99 * bound
+        assert dense.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.03)
     assert layer.ffn.linear_in.bias is not None and torch.all(layer.ffn.linear_in.bias == 0)
+    x = torch.randn(3, cfg.d_model)
+    dense = layer.ffn.linear_in
+    torch.nn.init.normal_(dense.bias)
+    torch.testing.assert_close(dense(x), x @ dense.weight + dense.bias)
 
 
 def test_pre_norm_structure_with_final_layer_norms() -> None:

@@ -79,7 +79,7 @@ def test_table2_agreement_counts_disagreements(tmp_path: Path) -> None:
     row_a = next(line for line in text.splitlines() if line.startswith("| A |"))
     # Ours 20.0 not collapsed but flagged as disagreeing; the paper's 0.1 carries the dagger.
     assert "20.0 ✗" in row_a and "0.1 †" in row_a
-    assert "Scale: tiny" in text and "embedded valid split (200 sentences)" in text
+    assert "Ours: scale tiny" in text and "embedded valid split (200 sentences)" in text
     assert SIGNATURE in text
 
 

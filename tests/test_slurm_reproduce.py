@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -39,21 +40,25 @@ def _cancel(job_ids: list[str]) -> None:
 
 def test_array_runs_every_cell_and_renders_the_table(tmp_path: Path) -> None:
     results, tables = tmp_path / "results", tmp_path / "tables"
-    done = subprocess.run(
-        [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
-         "--cpus-per-task", "1", "--time", "00:15:00", "--results-dir", str(results),
-         "--tables-dir", str(tables), "--no-wandb", *TINY_RUN],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    found = re.search(r"submitted array job (\d+) \(2 tasks\) and render job (\d+)", done.stdout)
-    assert found, done.stdout
-    array_id, render_id = found.groups()
     try:
-        slurm.wait_for_jobs([array_id, render_id], timeout_s=WAIT_S)
-    except TimeoutError:
+        done = subprocess.run(
+            [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
+             "--cpus-per-task", "1", "--time", "00:15:00", "--results-dir", str(results),
+             "--tables-dir", str(tables), "--no-wandb", "--wait", "--wait-timeout", str(WAIT_S),
+             *TINY_RUN],
+            cwd=REPO, capture_output=True, text=True, timeout=WAIT_S + 60,
+        )
+        stdout = done.stdout
+    except subprocess.TimeoutExpired as err:
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else str(err.stdout)
+        done = None
+    found = re.search(r"submitted array job (\d+) \(2 tasks\) and render job (\d+)", stdout)
+    assert found, stdout
+    array_id, render_id = found.groups()
+    if done is None or done.returncode != 0:
         _cancel([array_id, render_id])
-        raise
+    assert done is not None and done.returncode == 0, done and done.stdout + done.stderr
+    assert "| A | Adam without momentum" in stdout  # --wait prints the rendered table
     states = slurm.job_states(array_id)
     assert states == {f"{array_id}_0": "COMPLETED", f"{array_id}_1": "COMPLETED"}, states
     assert slurm.job_states(render_id) == {render_id: "COMPLETED"}
@@ -119,3 +124,28 @@ def test_preempted_task_is_requeued_and_resumes(tmp_path: Path) -> None:
     assert result["resumed_from_step"] is not None and 0 < result["resumed_from_step"] < 200
     rows = [r for r in csv.DictReader((tables / "table2.csv").open()) if r["row"] == "A"]
     assert all(r["bleu"] != "" for r in rows)
+
+
+def test_begin_schedules_the_array_for_later(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
+         "--begin", "now+1hour", "--results-dir", str(tmp_path / "results"),
+         "--tables-dir", str(tmp_path / "tables"), "--no-wandb", *TINY_RUN],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    array_id, render_id = re.search(r"array job (\d+) .* render job (\d+)", done.stdout).groups()
+    try:
+        listing = subprocess.run(
+            ["squeue", "-h", "-j", f"{array_id},{render_id}", "-o", "%i %T %S"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout
+        jobs = {line.split()[0]: line.split()[1:] for line in listing.splitlines() if line}
+        state, start = jobs[f"{array_id}_[0-1]"]
+        assert state == "PENDING"
+        # Eligible about an hour from now (allow for clock granularity and a slow submit).
+        delay = datetime.fromisoformat(start) - datetime.now()
+        assert timedelta(minutes=55) < delay <= timedelta(hours=1), delay
+        assert jobs[render_id][0] == "PENDING"
+    finally:
+        _cancel([array_id, render_id])

@@ -29,6 +29,7 @@ from data.embedded.lexicon import (
     MODALS,
     NOUNS,
     NUMBERS,
+    OBJECT_PRONOUNS,
     PAST_WHEN,
     POSSESSIVES,
     PRONOUNS,
@@ -89,8 +90,10 @@ class NounPhrase:
     det_de: str = ""  # possessive stem or numeral
     adj: Adjective | None = None
     very: bool = False
-    pronoun: tuple[str, str, str] | None = None  # (en, de, person)
+    pronoun: tuple[str, str, str] | None = None  # subject pronoun: (en, de, person)
     coordinated: tuple[NounPhrase, ...] = ()
+    obj_pronoun: tuple[str, str, str, str] | None = None  # (en, de acc, de dat, person)
+    relative: tuple[str, str] | None = None  # relative clause (en, de), e.g. "who sees the dog"
 
     @property
     def person(self) -> str:
@@ -102,7 +105,7 @@ class NounPhrase:
 
     @property
     def cats(self) -> str:
-        if self.pronoun is not None:
+        if self.pronoun is not None or self.obj_pronoun is not None:
             return "p"
         if self.coordinated:
             return self.coordinated[0].cats
@@ -111,6 +114,8 @@ class NounPhrase:
     def english(self) -> str:
         if self.pronoun is not None:
             return self.pronoun[0]
+        if self.obj_pronoun is not None:
+            return self.obj_pronoun[0]
         if self.coordinated:
             return " and ".join(np.english() for np in self.coordinated)
         words = []
@@ -122,14 +127,20 @@ class NounPhrase:
         det = self.det_en
         if det == "a":
             det = g.english_article(words[0])
+        if self.relative is not None:
+            words.append(self.relative[0])
         return " ".join([det, *words])
 
     def german(self, case: str, prep: str | None = None) -> str:
         """The phrase in `case`; with `prep`, the prepositional phrase (with contraction)."""
         if self.pronoun is not None:
             if case != "nom":
-                raise ValueError("object pronouns are not generated")
+                raise ValueError("a subject pronoun is only nominative")
             return self.pronoun[1]
+        if self.obj_pronoun is not None:
+            if prep is not None or case == "nom":
+                raise ValueError("object pronouns are generated only as bare objects")
+            return self.obj_pronoun[1 if case == "acc" else 2]
         if self.coordinated:
             text = " und ".join(np.german(case) for np in self.coordinated)
             return f"{prep} {text}" if prep else text
@@ -141,6 +152,10 @@ class NounPhrase:
         if self.adj is not None:
             words.append(g.german_adjective(self.adj.de_stem, self.det, gender, case))
         words.append(self.noun.de_form(self.plural, case))
+        if self.relative is not None:
+            # commas on both sides; a comma left before the final stop is removed in _finish()
+            words[-1] += ","
+            words.append(self.relative[1] + ",")
         if prep is not None:
             short = g.contract(prep, article) if self.det == "def" else None
             head = [short] if short else [prep, article]
@@ -254,6 +269,47 @@ def _time_phrase(rng: random.Random, tense: str, modal_past: bool) -> Phrase:
     return Phrase(en, de, pos)
 
 
+def _object_pronoun(rng: random.Random, subject: NounPhrase) -> NounPhrase | None:
+    """An object pronoun, or None where English would need a reflexive ("I see myself")."""
+    en, acc, dat, person = pick(rng, OBJECT_PRONOUNS)
+    if subject.pronoun is not None and subject.pronoun[2] == person and person != "3sg":
+        return None
+    if person == "3pl" and subject.pronoun is not None and subject.pronoun[2] == "3pl":
+        return None
+    return NounPhrase(None, obj_pronoun=(en, acc, dat, person))
+
+
+def relative_clause(rng: random.Random, antecedent: NounPhrase) -> tuple[str, str] | None:
+    """A relative clause on a noun: "who sees the dog" / "der den Hund sieht", or with the
+    antecedent as object: "that the man sees" / "den der Mann sieht". None if no verb fits."""
+    gender = "pl" if antecedent.plural else antecedent.noun.gender
+    tense = "present" if rng.random() < 0.7 else "past"
+    cats = antecedent.cats
+    as_object = tuple(v for v in VERBS if v.frame == "tr" and any(c in v.obj for c in cats))
+    as_subject = tuple(
+        v for v in VERBS if v.frame in ("tr", "dat", "intr") and any(c in v.subj for c in cats)
+    )
+    if as_object and (not as_subject or rng.random() < 0.4):
+        verb = pick(rng, as_object)
+        c = Clause(subject_phrase(rng, verb.subj), verb, tense)
+        rel_acc = g.german_determiner("def", "", gender, "acc")
+        return f"that {english_clause(c)}", german_subordinate(c, rel_acc)
+    if not as_subject:
+        return None
+    verb = pick(rng, as_subject)
+    rel_en = "who" if "p" in cats else "that"
+    rel_de = g.german_determiner("def", "", gender, "nom")
+    subject = NounPhrase(None, pronoun=(rel_en, rel_de, antecedent.person))
+    acc_obj = noun_phrase(rng, verb.obj, adjective_p=0.2) if verb.frame == "tr" else None
+    dat_obj = noun_phrase(rng, verb.obj, adjective_p=0.2) if verb.frame == "dat" else None
+    phrases: tuple[Phrase, ...] = ()
+    if verb.frame == "intr" and rng.random() < 0.5:
+        en, de, place_cats = pick(rng, LOCATION_PREPS)
+        phrases = (_prep_phrase(rng, en, de, place_cats, "dat"),)
+    c = Clause(subject, verb, tense, dat_obj=dat_obj, acc_obj=acc_obj, phrases=phrases)
+    return english_clause(c), german_subordinate(c, None)
+
+
 def _prep_phrase(rng: random.Random, prep_en: str, prep_de: str, cats: str, case: str) -> Phrase:
     np = noun_phrase(rng, cats, adjective_p=0.25)
     return Phrase(f"{prep_en} {np.english()}", np.german(case, prep=prep_de))
@@ -299,6 +355,10 @@ def clause(rng: random.Random, *, allow_front: bool = True, copula_p: float = 0.
         dat_obj = noun_phrase(rng, verb.obj)
     if verb.frame == "ditr":
         dat_obj = noun_phrase(rng, "p", adjective_p=0.2)
+    if verb.frame == "tr" and "p" in verb.obj and rng.random() < 0.12:
+        acc_obj = _object_pronoun(rng, subject) or acc_obj
+    if verb.frame in ("dat", "ditr") and rng.random() < 0.2:
+        dat_obj = _object_pronoun(rng, subject) or dat_obj
     if verb.frame in _COMPANION_FRAMES and rng.random() < 0.12:
         phrases.append(_prep_phrase(rng, *COMPANION_PREP, "pa", "dat"))
     if verb.frame == "tr" and verb.de in _BENEFACTIVE_VERBS and rng.random() < 0.2:
@@ -349,12 +409,12 @@ def german_parts(c: Clause) -> tuple[str, list[str], list[str]]:
     person = c.subject.person
     c, nicht = _german_negation(c)
     middle: list[str] = []
+    # object pronouns come first in the middle field, before time adverbs and noun objects
+    objects = [(np, case) for np, case in ((c.dat_obj, "dat"), (c.acc_obj, "acc")) if np]
+    middle.extend(np.german(case) for np, case in objects if np.obj_pronoun is not None)
     if c.time is not None and not c.front_time:
         middle.append(c.time.de)
-    if c.dat_obj is not None:
-        middle.append(c.dat_obj.german("dat"))
-    if c.acc_obj is not None:
-        middle.append(c.acc_obj.german("acc"))
+    middle.extend(np.german(case) for np, case in objects if np.obj_pronoun is None)
     if nicht:
         middle.append("nicht")
     middle.extend(p.de for p in c.phrases)
@@ -396,13 +456,15 @@ def german_question(c: Clause) -> str:
     return " ".join([finite, c.subject.german("nom"), *middle, *end])
 
 
-def german_subordinate(c: Clause, conj: str) -> str:
+def german_subordinate(c: Clause, conj: str | None) -> str:
+    """Verb-final clause after `conj`; with conj=None the subject (a relative pronoun) leads."""
     finite, middle, end = german_parts(c)
     if end and c.verb is not None and c.tense == "present":
         verb_final = [end[0] + finite]  # separable prefix joins the verb: "aufmacht"
     else:
         verb_final = [*end, finite]
-    return " ".join([conj, c.subject.german("nom"), *middle, *verb_final])
+    lead = [c.subject.german("nom")] if conj is None else [conj, c.subject.german("nom")]
+    return " ".join([*lead, *middle, *verb_final])
 
 
 # ----------------------------------------------------------------------------- English
@@ -480,6 +542,7 @@ def english_clause(c: Clause, question: bool = False) -> str:
 
 
 def _finish(text: str, mark: str) -> str:
+    text = text.rstrip(",")  # a relative clause that ends the sentence leaves a comma
     return text[0].upper() + text[1:] + mark
 
 
@@ -489,6 +552,9 @@ def sentence_pair(rng: random.Random) -> tuple[str, str]:
         c = clause(rng)
         if c.negated and c.time is not None and c.time.en_pos == "mid":
             c = replace(c, time=None, front_time=False)
+        s = c.subject
+        if s.noun is not None and rng.random() < 0.15:
+            c = replace(c, subject=replace(s, relative=relative_clause(rng, s)))
         return _finish(english_clause(c), "."), _finish(german_main(c), ".")
     if r < 0.6:
         c = clause(rng, allow_front=False)

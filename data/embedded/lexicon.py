@@ -408,6 +408,16 @@ PRONOUNS = (
     ("they", "sie", "3pl"),
 )
 
+# Object pronouns: en, de accusative, de dative, person-number key
+OBJECT_PRONOUNS = (
+    ("me", "mich", "mir", "1sg"),
+    ("you", "dich", "dir", "2sg"),
+    ("him", "ihn", "ihm", "3sg"),
+    ("her", "sie", "ihr", "3sg"),
+    ("us", "uns", "uns", "1pl"),
+    ("them", "sie", "ihnen", "3pl"),
+)
+
 # Possessive determiners: en, de stem (declined like "ein")
 POSSESSIVES = (
     ("my", "mein"),

@@ -167,7 +167,7 @@ def time_interleaved(
     steps: dict[str, Callable[[], None]], repeats: int, device: torch.device
 ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for name, step in steps.items():  # warm-up: state allocation, caches
+    for step in steps.values():  # warm-up: state allocation, caches
         for _ in range(2):
             step()
     for _ in range(repeats):
