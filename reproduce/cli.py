@@ -60,8 +60,10 @@ def _add_render_outputs(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--from", dest="source", choices=("results", "wandb"), default="results",
-        help="build the tables from result files (default) or from W&B runs via wandb.Api "
-        "(needs --entity and --project; no training). Example: --from wandb",
+        help="build the tables from result files (default) or from the finished W&B runs of "
+        "--scale via wandb.Api (needs --entity, --project and a W&B login; no training; the "
+        "runs are saved as result files under --results-dir, default "
+        "results/wandb/<entity>/<project>). Example: --from wandb",
     )
     parser.add_argument("--entity", help="W&B entity for --from wandb. Example: --entity my-team")
     parser.add_argument(

@@ -42,3 +42,18 @@ def test_parallel_cells_survive_a_failing_cell(tmp_path: Path) -> None:
     assert rows["yes"]["status"] in ("ok", "diverged") and rows["yes"]["steps"] == "10"
     assert rows["no"]["status"] == "not run" and rows["no"]["bleu"] == ""
     assert "| A |" in out  # the table is printed at the end
+
+
+def test_progress_reads_a_metrics_file_being_written(tmp_path: Path) -> None:
+    from reproduce.local import _progress_text
+    from reproduce.metrics import read_metrics
+
+    cell = "table2/A/warmup/seed0"
+    metrics = tmp_path / cell / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    assert _progress_text(cell, tmp_path) == f"{cell} (starting)"
+    metrics.write_text('{"step": 10, "train_loss": 5.5}\n{"step": 20, "train_loss": 4.25}\n{"st')
+    assert _progress_text(cell, tmp_path) == f"{cell} (step 20, loss 4.250)"
+    metrics.write_text('{"step": 10, "train_loss": 5.5}\n{"st\n{"step": 20, "train_loss": 4.25}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON line"):
+        read_metrics(metrics)

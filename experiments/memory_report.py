@@ -1,0 +1,92 @@
+"""Optimizer-state memory of Adafactor vs Adam on the tiny and base models, measured.
+
+``python -m experiments.memory_report [--scales tiny base] [--rows B O ...] [--json]`` builds each
+preset's Transformer (vocabulary size from the scale preset: tiny 1,000, base 32,768), builds the
+row's optimizer exactly as a grid cell does, takes one real optimizer step on CPU (a forward and
+backward pass over a small random batch) and reports ``adafactor.optimizer_state_bytes``: the bytes
+of every tensor in the optimizer's state after that step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from adafactor import optimizer_state_bytes
+from experiments.grid import get_cell
+from experiments.optimizers import build_optimizer
+from experiments.scales import scale_preset
+from models.loss import label_smoothed_cross_entropy
+from models.presets import model_config
+from models.transformer import Transformer
+
+DEFAULT_ROWS = ("B", "A", "C", "J", "O", "P")
+
+
+def measure(scale: str, row: str, *, batch: int = 2, length: int = 8) -> dict[str, Any]:
+    """State bytes of ``row``'s optimizer on ``scale``'s model after one CPU step."""
+    preset = scale_preset(scale)
+    cell = get_cell(f"table2/{row}/warmup/seed0")
+    cfg = model_config(preset.model, preset.vocab_size, **preset.model_overrides)
+    torch.manual_seed(0)
+    model = Transformer(cfg, pad_id=0)
+    optimizer = build_optimizer(model.parameters(), cell.optimizer, cell.schedule,
+                                track_stats=False)
+    for group in optimizer.param_groups:
+        group["lr"] = 1e-4
+    src = torch.randint(4, cfg.vocab_size, (batch, length))
+    tgt = torch.randint(4, cfg.vocab_size, (batch, length + 1))
+    loss, _, n_tokens = label_smoothed_cross_entropy(
+        model(src, tgt[:, :-1]), tgt[:, 1:], cfg.label_smoothing, 0)
+    (loss / n_tokens).backward()
+    optimizer.step()
+    n_params = sum(p.numel() for p in model.parameters())
+    state = optimizer_state_bytes(optimizer)
+    return {
+        "scale": scale,
+        "row": row,
+        "optimizer": cell.description,
+        "parameters": n_params,
+        "parameter_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "optimizer_state_bytes": state,
+        "state_bytes_per_parameter": state / n_params,
+    }
+
+
+def _format(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scale | row | parameters | optimizer-state bytes | bytes/param | optimizer |",
+             "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['scale']} | {r['row']} | {r['parameters']:,} | "
+                     f"{r['optimizer_state_bytes']:,} | {r['state_bytes_per_parameter']:.4f} | "
+                     f"{r['optimizer']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.memory_report",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", nargs="+", default=["tiny", "base"])
+    parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    rows = [measure(scale, row) for scale in args.scales for row in args.rows]
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        print(_format(rows))
+        for scale in args.scales:
+            by_row = {r["row"]: r for r in rows if r["scale"] == scale}
+            if "B" in by_row and "O" in by_row:
+                ratio = by_row["O"]["optimizer_state_bytes"] / by_row["B"]["optimizer_state_bytes"]
+                print(f"{scale}: Adafactor (row O) state = {ratio:.4%} of Adam (row B) state")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
