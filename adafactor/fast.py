@@ -4,7 +4,7 @@ Where the time goes on a CPU is memory traffic over the big matrices, so this pa
 read each gradient twice and each parameter twice per step, in row chunks small enough to stay in
 cache, and never allocates a temporary larger than one chunk:
 
-* RMS(X_{t-1}) of every tensor in one `torch._foreach_norm` call (one read of the parameters);
+* RMS(X_{t-1}) from per-chunk norms (one read of the parameters);
 * pass A over a matrix's row chunks (one read of G): G^2 goes into a cache-resident scratch chunk,
   from which the row means, the column sums and, with one BLAS call, sum_i G_ij^2 / R_i are taken.
   Because V_hat = R C / mean(R) is an outer product, RMS(U)^2 = mean(R) / (n m) * sum_j
@@ -13,12 +13,18 @@ cache, and never allocates a temporary larger than one chunk:
   with a = -alpha clip sqrt(mean R) / sqrt(R) and b = 1 / sqrt(C), two fused in-place ops.
 
 Vectors, scalars and other small unfactored tensors are updated together with `torch._foreach_*`
-ops. All statistics and arithmetic are fp32; nothing here reads a value back to the host.
+ops. On CPU, big tensors are shared between worker threads whose ops run single-threaded (see
+`fast_update`). All statistics and arithmetic are fp32; nothing here reads a value back to the
+host.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +33,10 @@ from ._common import FactorMode, GroupHyper, StepScalars, TensorStats
 from .reference import reference_update
 from .rounding import write_back_
 
-DEFAULT_CHUNK_NUMEL = 1 << 17  # floats per scratch chunk (512 KiB): G chunk + scratch stay in L2
+# Floats per chunk (512 KiB): a chunk of G and the scratch chunk stay in L2 between passes.
+DEFAULT_CHUNK_NUMEL = 1 << 17
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -38,6 +47,7 @@ class _Item:
     mode: FactorMode
     scalars: StepScalars
     alpha: torch.Tensor | None = None
+    generator: torch.Generator | None = None  # stochastic rounding noise of this tensor
 
 
 def _fp32(t: torch.Tensor) -> torch.Tensor:
@@ -85,6 +95,7 @@ def _apply_to_chunk(
     momentum_chunk: torch.Tensor | None,
     hp: GroupHyper,
     decay: float,
+    generator: torch.Generator | None,
 ) -> None:
     """x_chunk += step_chunk (which is -alpha U_hat), through momentum if enabled, in fp32."""
     x32 = _fp32(x_chunk)
@@ -96,7 +107,22 @@ def _apply_to_chunk(
         # m = beta1 m + (1 - beta1) alpha U_hat;  X -= m.
         momentum_chunk.mul_(hp.beta1).sub_(step_chunk, alpha=1 - hp.beta1)
         x32.sub_(momentum_chunk)
-    write_back_(x_chunk, x32, hp.stochastic_rounding)
+    write_back_(x_chunk, x32, hp.stochastic_rounding, generator)
+
+
+def _chunked_step_size(item: _Item, hp: GroupHyper, chunk_numel: int) -> None:
+    """alpha_t = rho_t max(eps2, RMS(X_{t-1})) from per-chunk norms (each op stays small, so it
+    runs on the calling thread without an OpenMP fork)."""
+    x = item.param.detach().view(-1)
+    if not hp.scale_parameter:
+        item.alpha = torch.full((), item.scalars.rho, dtype=torch.float32, device=x.device)
+        return
+    norms = [
+        torch.linalg.vector_norm(x[i : i + chunk_numel], dtype=torch.float32)
+        for i in range(0, x.numel(), chunk_numel)
+    ]
+    param_rms = torch.linalg.vector_norm(torch.stack(norms)) / math.sqrt(x.numel())
+    item.alpha = torch.clamp(param_rms, min=hp.eps2) * item.scalars.rho
 
 
 def _factored_update(
@@ -182,7 +208,8 @@ def _factored_update(
                 step = torch.mul(g_chunk, row_coef[i:j], out=out)
             else:
                 step = torch.mul(g_chunk, col_coef, out=out)
-            _apply_to_chunk(x_mat[i:j], step, None if mom is None else mom[i:j], hp, decay)
+            momentum = None if mom is None else mom[i:j]
+            _apply_to_chunk(x_mat[i:j], step, momentum, hp, decay, item.generator)
 
     return _stats(item.alpha, update_rms, hp)
 
@@ -217,7 +244,8 @@ def _unfactored_chunked_update(
     for i, j in bounds:
         u = torch.sqrt(v[i:j], out=scratch.view(j - i))
         torch.div(_fp32(g[i:j]), u, out=u).mul_(coef)
-        _apply_to_chunk(x[i:j], u, None if mom is None else mom[i:j], hp, decay)
+        momentum = None if mom is None else mom[i:j]
+        _apply_to_chunk(x[i:j], u, momentum, hp, decay, item.generator)
     return _stats(item.alpha, update_rms, hp)
 
 
@@ -232,9 +260,8 @@ def _unfactored_foreach_update(items: list[_Item], hp: GroupHyper) -> list[Tenso
     torch._foreach_addcmul_(vs, gs, gs, [1 - b for b in bs])
     torch._foreach_add_(vs, [(1 - b) * hp.eps1 for b in bs])
     us = torch._foreach_div(gs, torch._foreach_sqrt(vs))
-    device = xs[0].device
-    inv_sqrt_numel = torch.tensor([x.numel() ** -0.5 for x in xs], device=device)
-    update_rms = torch.stack(torch._foreach_norm(us)) * inv_sqrt_numel
+    inv_sqrt_numel = [x.numel() ** -0.5 for x in xs]
+    update_rms = torch.stack(torch._foreach_mul(torch._foreach_norm(us), inv_sqrt_numel))
     alpha = torch.stack([it.alpha for it in items])
     coef = -alpha
     if hp.clip_threshold is not None:
@@ -249,23 +276,100 @@ def _unfactored_foreach_update(items: list[_Item], hp: GroupHyper) -> list[Tenso
         torch._foreach_sub_(xs32, ms)
     else:
         torch._foreach_add_(xs32, us)
-    for x, x32 in zip(xs, xs32, strict=True):
-        write_back_(x, x32, hp.stochastic_rounding)
+    for it, x, x32 in zip(items, xs, xs32, strict=True):
+        write_back_(x, x32, hp.stochastic_rounding, it.generator)
     return [_stats(a, r, hp) for a, r in zip(alpha.unbind(0), update_rms.unbind(0), strict=True)]
 
 
 def _step_sizes(items: Sequence[_Item], hp: GroupHyper) -> None:
-    """alpha_t for every tensor: rho_t, times max(eps2, RMS(X_{t-1})) with parameter scale."""
-    device = items[0].param.device
-    rho = torch.tensor([it.scalars.rho for it in items], dtype=torch.float32, device=device)
-    if hp.scale_parameter:
-        norms = torch._foreach_norm([it.param.detach() for it in items], 2, dtype=torch.float32)
-        inv_sqrt_numel = torch.tensor(
-            [it.param.numel() ** -0.5 for it in items], dtype=torch.float32, device=device
-        )
-        rho = rho * torch.clamp(torch.stack(norms) * inv_sqrt_numel, min=hp.eps2)
-    for it, a in zip(items, rho.unbind(0), strict=True):
-        it.alpha = a
+    """alpha_t for every tensor: rho_t, times max(eps2, RMS(X_{t-1})) with parameter scale.
+    Host scalars enter as kernel arguments (no host-to-device copies)."""
+    if not hp.scale_parameter:
+        for it in items:
+            it.alpha = torch.full((), it.scalars.rho, dtype=torch.float32, device=it.param.device)
+        return
+    norms = torch._foreach_norm([it.param.detach() for it in items], 2, dtype=torch.float32)
+    param_rms = torch._foreach_mul(norms, [it.param.numel() ** -0.5 for it in items])
+    torch._foreach_clamp_min_(param_rms, hp.eps2)
+    torch._foreach_mul_(param_rms, [it.scalars.rho for it in items])
+    for it, alpha in zip(items, param_rms, strict=True):
+        it.alpha = alpha
+
+
+def _limit_openmp_to_one_thread() -> None:
+    """Worker initializer: make ATen ops on this thread run single-threaded.
+
+    OpenMP's thread count is a per-thread setting; torch.set_num_threads would also change the
+    process-wide count (and MKL's), so the libgomp that torch loaded is called directly. After
+    torch's lazy per-thread initialisation (get_num_threads) so that it does not undo this.
+    Without libgomp (other platforms) this does nothing: results are the same, ops may fork.
+    """
+    torch.get_num_threads()
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = [line.split()[-1] for line in maps if "libgomp" in line]
+        if paths:
+            ctypes.CDLL(paths[0]).omp_set_num_threads(1)
+    except OSError:
+        pass
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = ThreadPoolExecutor(
+                max_workers=workers,
+                thread_name_prefix="adafactor",
+                initializer=_limit_openmp_to_one_thread,
+            )
+            _POOLS[workers] = pool
+        return pool
+
+
+def _update_small(
+    small: list[tuple[int, _Item]], hp: GroupHyper, results: list[TensorStats | None]
+) -> None:
+    items = [it for _, it in small]
+    _step_sizes(items, hp)
+    for (k, _), st in zip(small, _unfactored_foreach_update(items, hp), strict=True):
+        results[k] = st
+
+
+def _partition(items: list[tuple[int, _Item]], bins: int) -> list[list]:
+    """Greedy split of the big tensors into `bins` lists of similar total size (largest first)."""
+    loads = [0] * bins
+    out: list[list[tuple[int, _Item]]] = [[] for _ in range(bins)]
+    for k, it in sorted(items, key=lambda kv: -kv[1].param.numel()):
+        b = loads.index(min(loads))
+        out[b].append((k, it))
+        loads[b] += it.param.numel()
+    return out
+
+
+def _update_big(
+    work: list[tuple[int, _Item]], hp: GroupHyper, chunk_numel: int, need_rms: bool
+) -> list[tuple[int, TensorStats]]:
+    if not work:
+        return []
+    scratch = _Scratch(chunk_numel, work[0][1].param.device)
+    done = []
+    for k, it in work:
+        _chunked_step_size(it, hp, chunk_numel)
+        if it.mode != "none":
+            done.append((k, _factored_update(it, hp, scratch, chunk_numel, need_rms)))
+        else:
+            done.append((k, _unfactored_chunked_update(it, hp, scratch, chunk_numel, need_rms)))
+    return done
+
+
+def _rounding_generator(p: torch.Tensor, step: int, index: int, hp: GroupHyper):
+    """A CPU bf16 tensor's rounding noise comes from its own generator, seeded from the global
+    seed, the step and its position, so results do not depend on thread scheduling."""
+    if not (hp.stochastic_rounding and p.dtype == torch.bfloat16 and p.device.type == "cpu"):
+        return None
+    seed = (torch.initial_seed() * 1_000_003 + step * 7_919 + index) % (2**63)
+    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def fast_update(
@@ -278,8 +382,16 @@ def fast_update(
     *,
     need_rms: bool,
     chunk_numel: int = DEFAULT_CHUNK_NUMEL,
+    threads: int = 1,
 ) -> list[TensorStats]:
-    """Update every tensor of one parameter group; returns stats in the order given."""
+    """Update every tensor of one parameter group; returns stats in the order given.
+
+    On CPU with threads > 1 the big tensors are split (whole tensors, balanced by size) between
+    `threads` worker threads whose ATen ops run single-threaded, while the calling thread does the
+    small tensors. Each worker streams its own chunks without OpenMP fork/join barriers (which
+    stall badly when other processes share the cores); torch releases the GIL inside ops, so the
+    workers overlap.
+    """
     results: list[TensorStats | None] = [None] * len(params)
     by_device: dict[torch.device, list[tuple[int, _Item]]] = {}
     for k, (p, g, s, mode, sc) in enumerate(
@@ -288,25 +400,32 @@ def fast_update(
         if p.numel() == 0 or not (p.is_contiguous() and g.is_contiguous()):
             results[k] = reference_update(p, g, s, mode, sc, hp)
             continue
-        by_device.setdefault(p.device, []).append((k, _Item(p, g, s, mode, sc)))
+        item = _Item(p, g, s, mode, sc, generator=_rounding_generator(p, s["step"], k, hp))
+        by_device.setdefault(p.device, []).append((k, item))
 
     for device, indexed in by_device.items():
-        items = [it for _, it in indexed]
-        _step_sizes(items, hp)
-        scratch = _Scratch(chunk_numel, device)
-        small: list[tuple[int, _Item]] = []
-        for k, it in indexed:
-            if it.mode != "none":
-                m = it.param.shape[-1]
-                if m > chunk_numel:
-                    scratch.view(m)
-                results[k] = _factored_update(it, hp, scratch, chunk_numel, need_rms)
-            elif it.param.numel() > chunk_numel:
-                results[k] = _unfactored_chunked_update(it, hp, scratch, chunk_numel, need_rms)
-            else:
-                small.append((k, it))
-        if small:
-            stats = _unfactored_foreach_update([it for _, it in small], hp)
-            for (k, _), st in zip(small, stats, strict=True):
+        is_small = [it.mode == "none" and it.param.numel() <= chunk_numel for _, it in indexed]
+        small = [kv for kv, s in zip(indexed, is_small, strict=True) if s]
+        big = [kv for kv, s in zip(indexed, is_small, strict=True) if not s]
+        workers = min(threads, len(big)) if device.type == "cpu" else 1
+        # Accelerators: the cache-sized chunks only add kernel launches there.
+        chunk = chunk_numel if device.type == "cpu" else max(chunk_numel, 1 << 24)
+        if workers <= 1:
+            if small:
+                _update_small(small, hp, results)
+            for k, st in _update_big(big, hp, chunk, need_rms):
                 results[k] = st
+            continue
+        pool = _worker_pool(workers)
+        futures = [
+            pool.submit(_update_big, b, hp, chunk, need_rms)
+            for b in _partition(big, workers)
+        ]
+        try:
+            if small:
+                _update_small(small, hp, results)
+        finally:
+            for future in futures:
+                for k, st in future.result():
+                    results[k] = st
     return [r for r in results if r is not None]

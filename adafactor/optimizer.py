@@ -33,9 +33,13 @@ arguments:
 * ``track_stats``: keep per-tensor statistics of the last step for `step_stats()`.
 
 ``implementation="fast"`` (default) processes big matrices in cache-sized row chunks of
-``chunk_numel`` floats and small tensors with multi-tensor ops (`adafactor.fast`);
-``"reference"`` is the plain per-tensor transcription of Algorithms 4-5 (`adafactor.reference`).
-They agree within fp32 rounding (tests check this).
+``chunk_numel`` floats (two reads of G, two reads and one write of X per step, no temporary
+larger than a chunk), small tensors with multi-tensor ops, and on CPU shares the big tensors
+between torch.get_num_threads() worker threads (`adafactor.fast`); ``"reference"`` is the plain
+per-tensor transcription of Algorithms 4-5 (`adafactor.reference`). They agree within fp32
+rounding (tests check this). With bf16 parameters on CPU the fast path draws each tensor's
+rounding noise from its own generator seeded by (torch.initial_seed(), step, position), so
+results do not depend on thread scheduling.
 
 step() never reads a tensor back to the host (the step count t is a Python int in the state).
 """
@@ -247,6 +251,7 @@ class Adafactor(torch.optim.Optimizer):
                     hp,
                     need_rms=group["track_stats"] or hp.clip_threshold is not None,
                     chunk_numel=self._chunk_numel,
+                    threads=1 if torch.compiler.is_compiling() else torch.get_num_threads(),
                 )
             if group["track_stats"]:
                 all_stats.extend(stats)

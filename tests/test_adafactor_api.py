@@ -306,11 +306,16 @@ def test_step_never_reads_tensors_back_to_the_host(implementation):
     params = _params()
     opt = Adafactor(params, beta1=0.9, weight_decay=0.01, track_stats=True,
                     implementation=implementation)
-    for step in range(2):
-        for p, g in zip(params, _grads(step), strict=True):
-            p.grad = g
-        with _ForbidHostReads():
-            opt.step()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # modes are thread-local: keep all of step() on this thread
+    try:
+        for step in range(2):
+            for p, g in zip(params, _grads(step), strict=True):
+                p.grad = g
+            with _ForbidHostReads():
+                opt.step()
+    finally:
+        torch.set_num_threads(previous)
     assert math.isfinite(opt.step_stats()["update_rms"])  # reading stats afterwards may sync
 
 
@@ -327,3 +332,23 @@ def test_step_under_torch_compile_matches_eager():
         compiled_step()
     for a, b in zip(eager_params, compiled_params, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_worker_threads_give_bitwise_identical_results(dtype):
+    """The CPU fast path splits big tensors between worker threads (torch.get_num_threads());
+    each tensor's arithmetic, including its stochastic-rounding noise, is independent of that."""
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            params = _params(dtype)
+            opt = Adafactor(params, chunk_numel=64, beta1=0.9)
+            _run(opt, params, 3, dtype=dtype)
+            results.append([p.detach().clone() for p in params])
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

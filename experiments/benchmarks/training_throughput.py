@@ -148,8 +148,11 @@ def _fresh_model(setup: BenchmarkSetup) -> Transformer:
     return model
 
 
-def run_bare(setup: BenchmarkSetup, warmup_steps: int) -> tuple[float, dict[str, Any]]:
-    """Seconds of steps ``warmup_steps..end`` of a plain PyTorch training loop."""
+RunOutput = tuple[float, dict[str, Any], Transformer]
+
+
+def run_bare(setup: BenchmarkSetup, warmup_steps: int) -> RunOutput:
+    """Seconds of steps ``warmup_steps..end`` of a plain PyTorch loop, details, trained model."""
     model = _fresh_model(setup)
     optimizer = paper_adafactor(model.parameters())
     pad_id, smoothing = setup.vocab.pad_id, setup.cfg.label_smoothing
@@ -166,7 +169,7 @@ def run_bare(setup: BenchmarkSetup, warmup_steps: int) -> tuple[float, dict[str,
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return seconds, {"cpu_seconds": cpu_seconds, "threads": torch.get_num_threads()}
+    return seconds, {"cpu_seconds": cpu_seconds, "threads": torch.get_num_threads()}, model
 
 
 class _StepClock(Callback):
@@ -207,8 +210,8 @@ class FixedBatches:
         return len(self.batches)
 
 
-def run_lightning(setup: BenchmarkSetup, warmup_steps: int) -> tuple[float, dict[str, Any]]:
-    """Seconds of steps ``warmup_steps..end`` of TranslationModule under a Lightning Trainer."""
+def run_lightning(setup: BenchmarkSetup, warmup_steps: int) -> RunOutput:
+    """The same for TranslationModule under a Lightning Trainer (``fit_overhead_s`` added)."""
     module = TranslationModule(setup.cfg, setup.vocab, optimizer_factory=paper_adafactor)
     module.model.load_state_dict(setup.initial_state)
     n = len(setup.batches)
@@ -233,11 +236,12 @@ def run_lightning(setup: BenchmarkSetup, warmup_steps: int) -> tuple[float, dict
             f"Lightning ran {trainer.global_step} of {n} steps; the timing window was not closed"
         )
     overhead = (clock.first_start - fit_start) + (fit_end - clock.end)
-    return clock.end - clock.start, {"cpu_seconds": clock.cpu_end - clock.cpu_start,
-                                     "threads": clock.threads, "fit_overhead_s": overhead}
+    details = {"cpu_seconds": clock.cpu_end - clock.cpu_start, "threads": clock.threads,
+               "fit_overhead_s": overhead}
+    return clock.end - clock.start, details, module.model
 
 
-RUNNERS: dict[str, Callable[[BenchmarkSetup, int], tuple[float, dict[str, Any]]]] = {
+RUNNERS: dict[str, Callable[[BenchmarkSetup, int], RunOutput]] = {
     "bare": run_bare,
     "lightning": run_lightning,
 }
@@ -258,7 +262,7 @@ def benchmark(setup: BenchmarkSetup, *, repeats: int = 3, warmup_steps: int = 2)
     for r in range(repeats):
         order = LOOPS if r % 2 == 0 else tuple(reversed(LOOPS))
         for name in order:
-            seconds, extra = RUNNERS[name](setup, warmup_steps)
+            seconds, extra, _ = RUNNERS[name](setup, warmup_steps)
             runs[name].append({"seconds": seconds, "target_tokens_per_s": tgt / seconds,
                                "tokens_per_s": both / seconds,
                                "tokens_per_cpu_s": both / extra["cpu_seconds"], **extra})

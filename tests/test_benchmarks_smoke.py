@@ -1,0 +1,106 @@
+"""Smoke tests of the two Multi30k benchmark scripts: a few real steps each, output fields checked.
+
+No timing is asserted; the tests check that both loops of the throughput benchmark do the same
+work and that the CPU Multi30k run writes BLEU figures consistent with its hypotheses file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.benchmarks import cpu_multi30k, training_throughput
+from models.bleu import corpus_bleu
+
+VOCAB_SIZE = 500
+MAX_TOKENS = 300  # TranslationData needs max_tokens > max_len (256)
+
+
+@pytest.fixture(scope="module")
+def vocab_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vocab")
+
+
+@pytest.mark.slow
+def test_throughput_loops_do_the_same_work(multi30k_dir: Path, vocab_cache: Path) -> None:
+    setup = training_throughput.build_setup(
+        preset="tiny", max_tokens=MAX_TOKENS, steps=3, vocab_size=VOCAB_SIZE,
+        corpus_path=multi30k_dir, cache_dir=vocab_cache,
+    )
+    assert len(setup.batches) == 3
+    assert all(n > 0 for n in setup.target_tokens + setup.source_tokens)
+
+    # Same initial weights, batches and optimizer: both loops end at (nearly) the same weights
+    # (the bare loop divides the loss by the token count, the module divides the gradients).
+    _, bare_details, bare_model = training_throughput.run_bare(setup, 1)
+    _, light_details, light_model = training_throughput.run_lightning(setup, 1)
+    initial = setup.initial_state
+    bare_state, light_state = bare_model.state_dict(), light_model.state_dict()
+    assert bare_state.keys() == light_state.keys() == initial.keys()
+    moved = 0
+    for key, value in bare_state.items():
+        torch.testing.assert_close(light_state[key], value, rtol=1e-4, atol=1e-5)
+        moved += int(not torch.equal(value, initial[key]))
+    assert moved > len(initial) // 2  # training changed the weights
+    assert bare_details["cpu_seconds"] > 0 and light_details["fit_overhead_s"] >= 0
+
+    result = training_throughput.benchmark(setup, repeats=2, warmup_steps=1)
+    assert result["timed_target_tokens"] == sum(setup.target_tokens[1:])
+    assert result["timed_tokens"] == result["timed_target_tokens"] + sum(setup.source_tokens[1:])
+    for name in training_throughput.LOOPS:
+        loop = result["loops"][name]
+        assert len(loop["runs"]) == 2
+        for run in loop["runs"]:
+            assert run["tokens_per_s"] == pytest.approx(result["timed_tokens"] / run["seconds"])
+            assert run["threads"] == torch.get_num_threads()
+    bare, light = result["loops"]["bare"], result["loops"]["lightning"]
+    assert result["ratio_lightning_over_bare"] == pytest.approx(
+        light["median_tokens_per_s"] / bare["median_tokens_per_s"]
+    )
+    table = training_throughput.format_table(result)
+    assert "bare" in table and "lightning" in table and "ratio" in table
+    json.dumps(result)  # the --json output must be serialisable
+
+
+def test_throughput_rejects_bad_settings(multi30k_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        training_throughput.build_setup(steps=0, corpus_path=multi30k_dir, cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"train\.en"):
+        training_throughput.build_setup(corpus_path=tmp_path, cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_cpu_multi30k_writes_consistent_figures(
+    multi30k_dir: Path, vocab_cache: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = cpu_multi30k.run(
+        minutes=5, max_steps=3, preset="tiny", overrides={}, max_tokens=MAX_TOKENS,
+        vocab_size=VOCAB_SIZE, threads=1, out=out, corpus_path=multi30k_dir,
+        cache_dir=vocab_cache, beam_size=2, eval_max_sentences=8, log_every=1,
+    )
+    written = json.loads((out / cpu_multi30k.RESULT_FILE).read_text(encoding="utf-8"))
+    assert written == json.loads(json.dumps(result))
+    assert result["steps"] == 3 and [p["step"] for p in result["train_curve"]] == [1, 2, 3]
+    assert result["optimizer"]["warmup_init"] is False
+    assert result["bleu_recipe"] == {"split": "test2016", "sentences": 8, "beam": 2,
+                                     "length_penalty": 0.6, "max_len": "1.2 * |src| + 10"}
+    assert "tok:13a" in result["bleu_signature"] and "intl" in result["tokenized_bleu_signature"]
+    assert result["tokens_per_s"] > result["target_tokens_per_s"] > 0
+
+    hypotheses = (out / cpu_multi30k.HYPOTHESES_FILE).read_text(encoding="utf-8").splitlines()
+    references = (multi30k_dir / "test2016.de").read_text(encoding="utf-8").splitlines()[:8]
+    assert len(hypotheses) == 8
+    rescored = corpus_bleu(hypotheses, [" ".join(r.split()) for r in references])
+    assert result["bleu"] == pytest.approx(rescored.score)
+    assert result["tokenized_bleu"] == pytest.approx(rescored.tokenized_score)
+
+
+def test_cpu_multi30k_rejects_bad_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="minutes must be > 0"):
+        cpu_multi30k.run(minutes=0, out=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"test2016\.en"):
+        cpu_multi30k.run(minutes=1, corpus_path=tmp_path, out=tmp_path / "out")
