@@ -6,8 +6,9 @@ alpha_t (absolute rows, Adam, SGD) or rho_t (relative rows O/P, where Adafactor 
 max(eps2, RMS(X_{t-1}))). LambdaLR calls its lambda with the number of scheduler steps taken so far
 (0 before the first optimizer step), hence ``lambda i: step_size(i + 1)``.
 
-Time rescaling (see experiments/scales.py): ``step_size(t) = lr_scale * paper(time_factor * t)``
-for every kind (alpha_t, rho_t, SGD's k s_t, Vaswani's).
+Time rescaling (see experiments/scales.py): ``step_size(t) = c * paper(time_factor * t)`` with
+``c = relative_lr_scale`` for rho_t and ``c = lr_scale`` for the absolute kinds (alpha_t, SGD's
+k s_t, Vaswani's).
 """
 
 from __future__ import annotations
@@ -50,14 +51,19 @@ def paper_time_step_size(t_paper: float, warmup: bool) -> float:
 
 def step_size_schedule(
     schedule: dict[str, Any], *, time_factor: float = 1.0, lr_scale: float = 1.0,
-    d_model: int | None = None,
+    relative_lr_scale: float = 1.0, d_model: int | None = None,
 ) -> Callable[[int], float]:
     """The function t -> alpha_t / rho_t / SGD lr for 1-based step t (see module docstring)."""
     kind = schedule.get("kind")
     if kind not in SCHEDULE_KINDS:
-        raise ValueError(f"unknown schedule kind {kind!r}; valid kinds: {', '.join(SCHEDULE_KINDS)}")
-    if time_factor <= 0 or lr_scale <= 0:
-        raise ValueError(f"time_factor and lr_scale must be > 0, got {time_factor}, {lr_scale}")
+        raise ValueError(
+            f"unknown schedule kind {kind!r}; valid kinds: {', '.join(SCHEDULE_KINDS)}"
+        )
+    if min(time_factor, lr_scale, relative_lr_scale) <= 0:
+        raise ValueError(
+            f"time_factor, lr_scale and relative_lr_scale must be > 0, got {time_factor}, "
+            f"{lr_scale}, {relative_lr_scale}"
+        )
 
     def paper_time(t: int) -> float:
         if t < 1:
@@ -78,7 +84,7 @@ def step_size_schedule(
     if "warmup" not in schedule:
         raise ValueError(f"schedule {schedule!r} needs a 'warmup' flag")
     multiplier = float(schedule.get("multiplier", 1.0))
-    multiplier *= lr_scale
+    multiplier *= relative_lr_scale if kind == "relative" else lr_scale
     warmup = bool(schedule["warmup"])
 
     def scaled(t: int) -> float:

@@ -204,6 +204,7 @@ def run_cell(
     )
     step_size = step_size_schedule(
         cell.schedule, time_factor=preset.paper_time_factor, lr_scale=preset.lr_scale,
+        relative_lr_scale=preset.relative_lr_scale,
         d_model=model_cfg.d_model,
     )
     module = TranslationModule(

@@ -41,7 +41,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, never half."""
+    """Write ``data`` as JSON to ``path``: readers see the old or the new file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"

@@ -1,4 +1,4 @@
-"""TranslationModule: the Transformer, its label-smoothed loss, decoding and BLEU as a LightningModule.
+"""TranslationModule: Transformer, label-smoothed loss, decoding and BLEU as a LightningModule.
 
 Loss normalisation (DDP and gradient accumulation): every micro-batch all-reduces (loss sum,
 nll sum, target tokens, source tokens) over the ranks. Each rank back-propagates the *summed*
@@ -132,7 +132,8 @@ class TranslationModule(pl.LightningModule):
             group["initial_lr"] = 1.0
         lr_lambda = self.lr_lambda
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_lambda(i + 1))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def reset_interval(self) -> None:
         """Zero the sums behind the next logged training row."""
@@ -184,7 +185,8 @@ class TranslationModule(pl.LightningModule):
 
     def stop_clock(self) -> None:
         """Add the time since the batch started to the timers (idempotent within a batch; callbacks
-        that log or checkpoint in on_train_batch_end call it first, as they run before this hook)."""
+        that log or checkpoint in on_train_batch_end call it first, as they run before this
+        hook)."""
         if self._step_started is not None:
             elapsed = time.perf_counter() - self._step_started
             self.interval_time_s += elapsed

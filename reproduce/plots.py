@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from reproduce.metrics import series
-from reproduce.render import COLUMN_TITLES, TableData, write_atomic
+from reproduce.render import COLUMN_TITLES, TableCell, TableData, write_atomic
 
 MetricsLoader = Callable[[str], list[dict[str, Any]]]
 FIGURE1_ROWS = (("A", "beta2 = 0.999 (row A)"), ("G", "beta2 = 0.9 (row G)"))
@@ -54,8 +54,11 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
             ax.plot(steps, values, label=label, linewidth=1)
         if row in curves:
             ax.legend(fontsize=6)
-        else:
-            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+        notes = [_no_curve_note(data.cell(row, c)) for c in data.columns if c not in
+                 curves.get(row, {})]
+        if any(notes):
+            ax.text(0.5, 0.5, "\n".join(n for n in notes if n), ha="center", va="center",
+                    fontsize=7, transform=ax.transAxes)
         ax.tick_params(labelsize=6)
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel("validation loss", fontsize=7)
@@ -64,6 +67,17 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
     fig.suptitle(f"{data.table}: validation loss per row", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _no_curve_note(tc: TableCell) -> str:
+    """Why a cell has no validation-loss curve (shown in its panel)."""
+    title = COLUMN_TITLES.get(tc.cell.column, tc.cell.column)
+    if tc.result is None:
+        return f"{title}: not run"
+    if tc.result.get("status") == "diverged":
+        step = tc.result.get("diverged_step")
+        return f"{title}: diverged" + (f" at step {step}" if step is not None else "")
+    return f"{title}: no validation loss logged"
 
 
 def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str = "table2") -> Path | None:

@@ -165,7 +165,7 @@ def _provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
             seen["signature"][str(r["bleu_signature"])] = None
         if r.get("tokenized_bleu_signature"):
             seen["tokenized_signature"][str(r["tokenized_bleu_signature"])] = None
-        if r.get("steps") is not None:
+        if r.get("steps") is not None and r.get("status") != DIVERGED:  # diverged cells stop early
             seen["steps"][str(r["steps"])] = None
     return {k: list(v) for k, v in seen.items()}
 

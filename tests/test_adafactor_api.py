@@ -306,6 +306,8 @@ def test_step_never_reads_tensors_back_to_the_host(implementation):
     params = _params()
     opt = Adafactor(params, beta1=0.9, weight_decay=0.01, track_stats=True,
                     implementation=implementation)
+    with _ForbidHostReads(), pytest.raises(AssertionError, match="host read"):
+        torch.ones(()).item()  # the guard itself works
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # modes are thread-local: keep all of step() on this thread
     try:

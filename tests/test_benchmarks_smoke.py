@@ -47,22 +47,33 @@ def test_throughput_loops_do_the_same_work(multi30k_dir: Path, vocab_cache: Path
     assert moved > len(initial) // 2  # training changed the weights
     assert bare_details["cpu_seconds"] > 0 and light_details["fit_overhead_s"] >= 0
 
-    result = training_throughput.benchmark(setup, repeats=2, warmup_steps=1)
-    assert result["timed_target_tokens"] == sum(setup.target_tokens[1:])
-    assert result["timed_tokens"] == result["timed_target_tokens"] + sum(setup.source_tokens[1:])
+
+@pytest.mark.slow
+def test_throughput_main_reports_both_loops(
+    multi30k_dir: Path, vocab_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "throughput.json"
+    result = training_throughput.main([
+        "--preset", "tiny", "--steps", "3", "--warmup-steps", "1", "--repeats", "2",
+        "--threads", "1", "--max-tokens", str(MAX_TOKENS), "--vocab-size", str(VOCAB_SIZE),
+        "--corpus-path", str(multi30k_dir), "--cache-dir", str(vocab_cache), "--json", str(out),
+    ])
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(json.dumps(result))
+    assert result["overrides"] == cpu_multi30k.CPU_OVERRIDES  # the CPU run's model by default
+    assert result["model"]["dropout"] == 0.0 and result["steps"] == 3
+    assert result["timed_tokens"] > result["timed_target_tokens"] > 0
     for name in training_throughput.LOOPS:
         loop = result["loops"][name]
         assert len(loop["runs"]) == 2
         for run in loop["runs"]:
             assert run["tokens_per_s"] == pytest.approx(result["timed_tokens"] / run["seconds"])
-            assert run["threads"] == torch.get_num_threads()
+            assert run["threads"] == 1
     bare, light = result["loops"]["bare"], result["loops"]["lightning"]
     assert result["ratio_lightning_over_bare"] == pytest.approx(
         light["median_tokens_per_s"] / bare["median_tokens_per_s"]
     )
-    table = training_throughput.format_table(result)
-    assert "bare" in table and "lightning" in table and "ratio" in table
-    json.dumps(result)  # the --json output must be serialisable
+    printed = capsys.readouterr().out
+    assert "bare" in printed and "lightning" in printed and "ratio lightning/bare" in printed
 
 
 def test_throughput_rejects_bad_settings(multi30k_dir: Path, tmp_path: Path) -> None:
@@ -77,15 +88,17 @@ def test_cpu_multi30k_writes_consistent_figures(
     multi30k_dir: Path, vocab_cache: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = cpu_multi30k.run(
-        minutes=5, max_steps=3, preset="tiny", overrides={}, max_tokens=MAX_TOKENS,
-        vocab_size=VOCAB_SIZE, threads=1, out=out, corpus_path=multi30k_dir,
-        cache_dir=vocab_cache, beam_size=2, eval_max_sentences=8, log_every=1,
-    )
+    result = cpu_multi30k.main([
+        "--minutes", "5", "--max-steps", "3", "--preset", "tiny", "--override", "dropout=0.0",
+        "--max-tokens", str(MAX_TOKENS), "--vocab-size", str(VOCAB_SIZE), "--threads", "1",
+        "--out", str(out), "--corpus-path", str(multi30k_dir), "--cache-dir", str(vocab_cache),
+        "--beam", "2", "--eval-max-sentences", "8", "--log-every", "1",
+    ])
     written = json.loads((out / cpu_multi30k.RESULT_FILE).read_text(encoding="utf-8"))
     assert written == json.loads(json.dumps(result))
     assert result["steps"] == 3 and [p["step"] for p in result["train_curve"]] == [1, 2, 3]
     assert result["optimizer"]["warmup_init"] is False
+    assert result["overrides"] == {"dropout": 0.0} and result["preset"] == "tiny"
     assert result["bleu_recipe"] == {"split": "test2016", "sentences": 8, "beam": 2,
                                      "length_penalty": 0.6, "max_len": "1.2 * |src| + 10"}
     assert "tok:13a" in result["bleu_signature"] and "intl" in result["tokenized_bleu_signature"]

@@ -15,7 +15,7 @@ def _params() -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(4))]
 
 
-@pytest.mark.parametrize("cell", table_cells("table2", rows=list("ABCEGHKOP") + ["Q3"]),
+@pytest.mark.parametrize("cell", table_cells("table2", rows=[*list("ABCEGHKOP"), "Q3"]),
                          ids=lambda c: c.cell_id)
 def test_row_builds_its_optimizer(cell) -> None:
     opt = build_optimizer(_params(), cell.optimizer, cell.schedule)

@@ -23,11 +23,13 @@ def test_small_is_multi30k_and_tiny_is_embedded() -> None:
     assert scale_preset("small").corpus == "multi30k"
     tiny = scale_preset("tiny")
     assert tiny.corpus == "embedded"
-    assert tiny.paper_time_factor == PAPER_STEPS / tiny.steps
+    # tiny: the paper's first 20k steps of schedule in 400 steps (warmup/plateau = first half)
+    assert tiny.paper_time_factor == 50.0 and tiny.steps == 400
+    assert scale_preset("small").paper_time_factor == PAPER_STEPS / scale_preset("small").steps
 
 
 def test_overrides_apply_and_rescale_time() -> None:
-    p = scale_preset("tiny", steps=50, log_interval=5, checkpoint_interval=25)
+    p = scale_preset("tiny", steps=50, log_interval=5, checkpoint_interval=25, time_rescale=None)
     assert p.steps == 50 and p.paper_time_factor == PAPER_STEPS / 50
     assert scale_preset("tiny", time_rescale=3.0).paper_time_factor == 3.0
 
@@ -50,7 +52,7 @@ def test_bad_overrides_fail_loud(overrides, error, message: str) -> None:
 
 
 def test_unknown_scale() -> None:
-    with pytest.raises(ValueError, match="unknown scale 'huge'.*tiny, small, base"):
+    with pytest.raises(ValueError, match=r"unknown scale 'huge'.*tiny, small, base"):
         scale_preset("huge")
 
 
@@ -74,7 +76,10 @@ def test_rescaled_schedules_keep_the_fraction_of_training() -> None:
     warm = step_size_schedule({"kind": "absolute", "multiplier": 0.1, "warmup": True},
                               time_factor=factor)
     cold = step_size_schedule({"kind": "absolute", "multiplier": 0.1, "warmup": False},
-                              time_factor=factor, lr_scale=2.0)
+                              time_factor=factor, lr_scale=2.0, relative_lr_scale=7.0)
+    rel = step_size_schedule({"kind": "relative", "multiplier": 1.0, "warmup": False},
+                             time_factor=factor, lr_scale=2.0, relative_lr_scale=7.0)
+    assert rel(1) == pytest.approx(7e-2)
     assert max(range(1, 401), key=warm) == 40
     assert warm(40) == pytest.approx(1e-3)
     assert warm(20) == pytest.approx(0.5e-3)

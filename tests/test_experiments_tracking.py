@@ -1,4 +1,4 @@
-"""Result files: atomic JSON writes, metrics.jsonl truncation on resume, load_results, W&B naming."""
+"""Result files: atomic JSON writes, metrics.jsonl truncation on resume, load_results, W&B names."""
 
 from __future__ import annotations
 

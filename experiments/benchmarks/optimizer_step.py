@@ -232,6 +232,13 @@ def main(argv: list[str] | None = None) -> None:
             if other in medians:
                 print(f"ours / {other}: {ours / medians[other]:.2f}")
 
+    if "ours" in optimizers:
+        # Algorithm 4 keeps rows + cols floats per matrix, Algorithm 5 one float per vector entry.
+        floats = sum(s[0] + s[1] if len(s) == 2 else s[0] for _, s in shapes)
+        print(f"factored-state formula: {floats} floats = {4 * floats} bytes "
+              f"({4 * floats / MIB:.3f} MiB); ours holds "
+              f"{optimizer_state_bytes(optimizers['ours'])} bytes")
+
     bandwidth = copy_bandwidth(device)
     floor_bytes = 3 * 4 * n_params
     print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write); floor for reading grads and "

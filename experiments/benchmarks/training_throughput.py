@@ -1,11 +1,17 @@
 """Training throughput: a bare PyTorch loop vs the TranslationModule under a Lightning Trainer.
 
-    python -m experiments.benchmarks.training_throughput [--preset small] [--max-tokens 4096]
+    python -m experiments.benchmarks.training_throughput [--preset small] [--max-tokens 1024]
         [--steps 20] [--repeats 3] [--warmup-steps 2] [--threads 2] [--json PATH]
+        [--override KEY=VALUE ... | --plain-preset]
+
+The defaults are the model and batch size of ``experiments.benchmarks.cpu_multi30k`` (the
+``small`` preset with its ``CPU_OVERRIDES``, i.e. no dropout, and batches of at most 1024 tokens),
+so the figures sit beside that run's training tokens/s. ``--override`` replaces those overrides;
+``--plain-preset`` uses the preset as it is (dropout 0.1 for ``small``).
 
 What is compared (everything but the training loop is shared):
 * Model: ``models.presets.model_config(preset, vocab_size, **overrides)`` -> ``Transformer``. Every
-  run starts from one saved initial ``state_dict`` and the same seed (so the same dropout masks).
+  run starts from one saved initial ``state_dict`` and the same seed.
 * Batches: the first ``--steps`` batches of ``data.datamodule.TranslationData`` on real Multi30k
   train (SentencePiece vocab, token-budget batching, shuffle seed 0), built once before any timing
   and reused by every run in the same order, so both loops see identical tensors.
@@ -59,6 +65,7 @@ from lightning.pytorch.callbacks import Callback
 
 from adafactor import Adafactor
 from data.datamodule import TranslationData
+from experiments.benchmarks.cpu_multi30k import CPU_OVERRIDES
 from experiments.scales import SHARED_DATA
 from experiments.tracking import atomic_write_json
 from models.config import ModelConfig
@@ -100,7 +107,7 @@ class BenchmarkSetup:
 def build_setup(
     *,
     preset: str = "small",
-    max_tokens: int = 4096,
+    max_tokens: int = 1024,
     steps: int = 20,
     vocab_size: int = 8000,
     corpus_path: Path | str = DEFAULT_CORPUS_PATH,
@@ -340,9 +347,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description="Training tokens/s: bare PyTorch loop vs TranslationModule under Lightning.",
     )
     parser.add_argument("--preset", default="small", help="models.presets name (default small)")
-    parser.add_argument("--override", action="append", default=[], type=_parse_override,
-                        metavar="KEY=VALUE", help="model config override, e.g. dropout=0.0")
-    parser.add_argument("--max-tokens", type=int, default=4096, help="token budget per batch")
+    parser.add_argument("--override", action="append", type=_parse_override, metavar="KEY=VALUE",
+                        help="model config override (replaces the default "
+                             f"{CPU_OVERRIDES}); repeatable")
+    parser.add_argument("--plain-preset", action="store_true",
+                        help="no model config overrides at all")
+    parser.add_argument("--max-tokens", type=int, default=1024, help="token budget per batch")
     parser.add_argument("--steps", type=int, default=20, help="batches per run (incl. warm-up)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternated")
@@ -356,17 +366,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.plain_preset and args.override:
+        parser.error("--plain-preset and --override exclude each other")
+    overrides = {} if args.plain_preset else dict(args.override or CPU_OVERRIDES)
     torch.set_num_threads(args.threads)
     quiet_lightning()
     setup = build_setup(
         preset=args.preset, max_tokens=args.max_tokens, steps=args.steps,
         vocab_size=args.vocab_size, corpus_path=args.corpus_path, cache_dir=args.cache_dir,
-        seed=args.seed, overrides=dict(args.override),
+        seed=args.seed, overrides=overrides,
     )
     result = benchmark(setup, repeats=args.repeats, warmup_steps=args.warmup_steps)
-    result.update(preset=args.preset, overrides=dict(args.override), max_tokens=args.max_tokens,
+    result.update(preset=args.preset, overrides=overrides, max_tokens=args.max_tokens,
                   corpus="multi30k train", corpus_path=str(args.corpus_path))
-    print(f"preset {args.preset} {dict(args.override) or ''} "
+    print(f"preset {args.preset} {overrides or '(no overrides)'} "
           f"({result['parameters']:,} parameters), "
           f"{result['steps']} Multi30k batches of <= {args.max_tokens} tokens "
           f"({result['warmup_steps']} untimed), {result['repeats']} alternated repeats, "
