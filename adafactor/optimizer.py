@@ -185,12 +185,7 @@ class Adafactor(torch.optim.Optimizer):
     @staticmethod
     def _scalars(t: int, group: Mapping[str, Any]) -> StepScalars:
         lr = group["lr"]
-        if lr is None:
-            rho = relative_step_size(t, group["warmup_init"])
-        else:
-            if not _is_real(lr) or lr < 0:  # an LR scheduler may have set it
-                raise ValueError(f"Adafactor: invalid lr={lr!r} in param_group; expected >= 0")
-            rho = float(lr)
+        rho = relative_step_size(t, group["warmup_init"]) if lr is None else float(lr)
         beta2hat = second_moment_decay(t, group["beta2"], group["decay_exponent"])
         return StepScalars(rho=rho, beta2hat=beta2hat)
 
@@ -204,6 +199,9 @@ class Adafactor(torch.optim.Optimizer):
         all_stats: list[TensorStats] = []
         all_scalars: list[StepScalars] = []
         for group in self.param_groups:
+            lr = group["lr"]
+            if lr is not None and (not _is_real(lr) or lr < 0):  # an LR scheduler may set it
+                raise ValueError(f"Adafactor: invalid lr={lr!r} in param_group; expected >= 0")
             eps1, eps2 = group["eps"]
             hp = GroupHyper(
                 beta1=group["beta1"] or None,

@@ -13,11 +13,15 @@ def _tensor_bytes(value: Any, seen: set[int]) -> int:
         # Count each storage once (two state entries may view the same memory).
         if value.is_sparse:
             return value.values().nbytes + value.indices().nbytes
-        key = value.untyped_storage().data_ptr() if value.numel() else id(value)
+        try:
+            storage = value.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # e.g. tensor subclasses without storage
+            return value.numel() * value.element_size()
+        key = storage.data_ptr() if value.numel() else id(value)
         if key in seen:
             return 0
         seen.add(key)
-        return value.untyped_storage().nbytes()
+        return storage.nbytes()
     if isinstance(value, Mapping):
         return sum(_tensor_bytes(v, seen) for v in value.values())
     if isinstance(value, (list, tuple)):

@@ -64,6 +64,12 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "max_rss"
 
 
+def _cpu_time_s() -> float:
+    """CPU seconds used by this process so far (user + system), imports included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _checkpoint_step(path: Path) -> int:
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return int(ckpt["global_step"])
@@ -304,6 +310,7 @@ def run_cell(
         "tokens_per_s": module.total_tokens / max(module.train_time_s, 1e-9),
         "train_time_s": module.train_time_s,
         "wall_time_s": time.time() - started,
+        "process_cpu_time_s": _cpu_time_s(),
         "steps": trainer.global_step,
         "resumed_from_step": resume_step if resume_path is not None else None,
     }

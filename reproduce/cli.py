@@ -244,7 +244,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     pending = [c.cell_id for c in cells if c.cell_id not in done]
     _check_existing_scale(results_dir, done, args.scale)
     print(f"{args.command} at scale {args.scale}: {len(cells)} cells, {len(done)} already have "
-          f"results in {results_dir}, {len(pending)} to run")
+          f"results in {results_dir}, {len(pending)} to run", flush=True)
     if args.launcher == "slurm":
         return _launch_slurm(args, tables, pending, results_dir, several=several)
     if args.dry_run:
@@ -301,7 +301,7 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
     array_id, render_id = slurm.submit(plan)
     print(f"submitted array job {array_id} ({len(pending)} tasks) and render job {render_id} "
           f"(afterany:{array_id}); scripts and logs in {plan.script_dir}; tables will be "
-          f"written to {Path(args.tables_dir).resolve()}")
+          f"written to {Path(args.tables_dir).resolve()}", flush=True)
     if not args.wait:
         return 0
     try:

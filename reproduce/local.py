@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,10 @@ def run_cells_locally(
     overrides: dict[str, Any] | None = None,
     workers: int | None = None,
     use_wandb: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> list[CellOutcome]:
     """Run ``cell_ids`` (none of which has a result yet) and return one outcome per cell."""
+    log = log or partial(print, flush=True)
     results_dir = Path(results_dir).resolve()
     overrides = dict(overrides or {})
     n_default, gpus = default_workers()

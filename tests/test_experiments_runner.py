@@ -30,6 +30,7 @@ TEST_SCALE = {
     "checkpoint_interval": 10,
     "eval_max_sentences": 24,
     "max_tokens": 512,
+    "time_rescale": None,  # the fraction rule: schedule of 100k paper steps in 40 steps
 }
 # Timing fields differ between runs; everything else in metrics.jsonl must match exactly.
 TIMING_KEYS = {"tokens_per_s", "train_time_s", "wall_time_s"}

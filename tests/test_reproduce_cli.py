@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_reproduce_render import paper_like_results, write_result
 
 from reproduce.cli import main
-from tests.test_reproduce_render import paper_like_results, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,7 @@
 """The Slurm launcher against the real local Slurm (.ci/start-slurm.sh): a tiny two-cell array is
-submitted through the CLI, every task must complete and the dependent job must render the table.
+submitted through the CLI (``--wait``), one task is preempted (SIGUSR1, as ``--signal=SIGUSR1@90``
+sends before the time limit) and requeued by Lightning, every task must complete and the dependent
+job must render the table; ``--begin`` must hold the array back.
 
 Skips with the reason when ``sinfo`` is absent or not answering.
 """
@@ -20,9 +22,10 @@ import pytest
 from reproduce import slurm
 
 REPO = Path(__file__).resolve().parents[1]
-# Small enough for two CPU tasks to finish in about a minute on a 2-core machine.
-TINY_RUN = ["--set", "steps=20", "--set", "val_interval=10", "--set", "checkpoint_interval=10",
-            "--set", "log_interval=5", "--set", "eval_max_sentences=20"]
+# Small enough for two CPU tasks to finish in a minute or two on a 2-core machine, long enough
+# (200 steps) to be preempted mid-training.
+TINY_RUN = ["--set", "steps=200", "--set", "log_interval=5", "--set", "val_interval=100",
+            "--set", "checkpoint_interval=1000", "--set", "eval_max_sentences=20"]
 WAIT_S = 600
 
 _reason = slurm.slurm_unavailable_reason()
@@ -38,48 +41,6 @@ def _cancel(job_ids: list[str]) -> None:
         subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
 
 
-def test_array_runs_every_cell_and_renders_the_table(tmp_path: Path) -> None:
-    results, tables = tmp_path / "results", tmp_path / "tables"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
-             "--cpus-per-task", "1", "--time", "00:15:00", "--results-dir", str(results),
-             "--tables-dir", str(tables), "--no-wandb", "--wait", "--wait-timeout", str(WAIT_S),
-             *TINY_RUN],
-            cwd=REPO, capture_output=True, text=True, timeout=WAIT_S + 60,
-        )
-        stdout = done.stdout
-    except subprocess.TimeoutExpired as err:
-        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else str(err.stdout)
-        done = None
-    found = re.search(r"submitted array job (\d+) \(2 tasks\) and render job (\d+)", stdout)
-    assert found, stdout
-    array_id, render_id = found.groups()
-    if done is None or done.returncode != 0:
-        _cancel([array_id, render_id])
-    assert done is not None and done.returncode == 0, done and done.stdout + done.stderr
-    assert "| A | Adam without momentum" in stdout  # --wait prints the rendered table
-    states = slurm.job_states(array_id)
-    assert states == {f"{array_id}_0": "COMPLETED", f"{array_id}_1": "COMPLETED"}, states
-    assert slurm.job_states(render_id) == {render_id: "COMPLETED"}
-
-    script_dir = next((results / "slurm").iterdir())
-    cells = (script_dir / "cells.txt").read_text().split()
-    assert cells == ["table2/A/warmup/seed0", "table2/A/no-warmup/seed0"]
-    for task, cell in enumerate(cells):
-        log = (script_dir / "logs" / f"{array_id}_{task}.out").read_text()
-        assert f"array task {task} (restart 0): {cell}" in log
-        assert (results / cell / "result.json").is_file()
-
-    table = csv.DictReader((tables / "table2.csv").open())
-    rows = {r["warmup"]: r for r in table if r["row"] == "A"}
-    assert set(rows) == {"yes", "no"}
-    for row in rows.values():
-        assert row["status"] in ("ok", "diverged") and row["bleu"] != ""
-        assert row["steps"] == "20" and row["scale"] == "tiny"
-    assert "collapse agrees with the paper in" in (tables / "table2.md").read_text()
-
-
 def _wait_for(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -88,42 +49,59 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_preempted_task_is_requeued_and_resumes(tmp_path: Path) -> None:
-    """SIGUSR1 (what --signal=SIGUSR1@90 sends before the time limit) makes Lightning save
-    hpc_ckpt_1.ckpt and requeue the task; the requeued task resumes from that checkpoint."""
+def test_array_with_a_preempted_task_completes_and_renders(tmp_path: Path) -> None:
     results, tables = tmp_path / "results", tmp_path / "tables"
-    long_run = ["--set", "steps=200", "--set", "log_interval=5", "--set", "val_interval=100",
-                "--set", "checkpoint_interval=1000", "--set", "eval_max_sentences=20"]
-    done = subprocess.run(
+    cli = subprocess.Popen(
         [sys.executable, "-m", "reproduce", "table2", "--rows", "A", "--launcher", "slurm",
          "--cpus-per-task", "1", "--time", "00:15:00", "--results-dir", str(results),
-         "--tables-dir", str(tables), "--no-wandb", *long_run],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+         "--tables-dir", str(tables), "--no-wandb", "--wait", "--wait-timeout", str(WAIT_S),
+         *TINY_RUN],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert done.returncode == 0, done.stderr
-    array_id, render_id = re.search(r"array job (\d+) .* render job (\d+)", done.stdout).groups()
+    first_line = cli.stdout.readline() + cli.stdout.readline()  # header + "submitted ..."
+    found = re.search(r"submitted array job (\d+) \(2 tasks\) and render job (\d+)", first_line)
+    if not found:
+        cli.kill()
+        pytest.fail(f"no submission: {first_line}{cli.communicate()[1]}")
+    array_id, render_id = found.groups()
     cell = results / "table2/A/warmup/seed0"
     task = f"{array_id}_0"
     try:
         _wait_for(lambda: (cell / "metrics.jsonl").is_file(), 300, "training to start")
         subprocess.run(["scancel", "--signal=USR1", task], check=True, timeout=30)
         _wait_for(lambda: any(cell.glob("hpc_ckpt_*.ckpt")), 120, "Lightning's hpc checkpoint")
-        # Slurm holds a requeued job back for a while (BeginTime); release it at once.
+        # Slurm holds a requeued job back for a while (its start time); release it at once.
         _wait_for(lambda: "PENDING" in slurm.job_states(task).values(), 60, "the requeue")
         subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True,
                        timeout=30)
-        slurm.wait_for_jobs([array_id, render_id], timeout_s=WAIT_S)
-    except (TimeoutError, subprocess.CalledProcessError):
+        out, err = cli.communicate(timeout=WAIT_S + 60)
+    except (TimeoutError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        cli.kill()
         _cancel([array_id, render_id])
         raise
+    assert cli.returncode == 0, out + err
+    assert "| A | Adam without momentum" in out  # --wait prints the rendered table
+
     assert slurm.job_states(array_id) == {task: "COMPLETED", f"{array_id}_1": "COMPLETED"}
-    log = next((results / "slurm").iterdir()) / "logs" / f"{task}.out"
-    assert "(restart 1): table2/A/warmup/seed0" in log.read_text()
+    assert slurm.job_states(render_id) == {render_id: "COMPLETED"}
+    script_dir = next((results / "slurm").iterdir())
+    cells = (script_dir / "cells.txt").read_text().split()
+    assert cells == ["table2/A/warmup/seed0", "table2/A/no-warmup/seed0"]
+    for index, cell_id in enumerate(cells):
+        log = (script_dir / "logs" / f"{array_id}_{index}.out").read_text()
+        assert f"array task {index} (restart 0): {cell_id}" in log
+    assert "(restart 1): table2/A/warmup/seed0" in (script_dir / "logs" / f"{task}.out").read_text()
     result = json.loads((cell / "result.json").read_text())
     assert result["steps"] == 200
     assert result["resumed_from_step"] is not None and 0 < result["resumed_from_step"] < 200
-    rows = [r for r in csv.DictReader((tables / "table2.csv").open()) if r["row"] == "A"]
-    assert all(r["bleu"] != "" for r in rows)
+
+    table = csv.DictReader((tables / "table2.csv").open())
+    rows = {r["warmup"]: r for r in table if r["row"] == "A"}
+    assert set(rows) == {"yes", "no"}
+    for row in rows.values():
+        assert row["status"] in ("ok", "diverged") and row["bleu"] != ""
+        assert row["scale"] == "tiny" and (row["steps"] == "200" or row["status"] == "diverged")
+    assert "collapse agrees with the paper in" in (tables / "table2.md").read_text()
 
 
 def test_begin_schedules_the_array_for_later(tmp_path: Path) -> None:
