@@ -212,15 +212,34 @@ def _fetch_wandb(args: argparse.Namespace, tables: Sequence[str]) -> Path:
     return target
 
 
-def _check_existing_scale(results_dir: Path, done: Sequence[str], scale: str) -> None:
-    from reproduce.selection import result_path
+# Preset fields that change how a cell runs, not what it computes.
+_NOT_RESULT_FIELDS = {"num_workers", "torch_threads", "corpus_path"}
 
+
+def _check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
+                            overrides: dict) -> None:
+    """Existing results are reused only if they come from the same scale preset (with the same
+    --set overrides): a stale result must not slip into a fresh table."""
+    from experiments.scales import scale_preset
+    from reproduce.selection import cell_dir, result_path
+
+    wanted = json.loads(json.dumps(scale_preset(scale, **overrides).as_dict()))
     for cell_id in done:
         path = result_path(results_dir, cell_id)
         found = json.loads(path.read_text()).get("scale")
         if found is not None and found != scale:
             raise UsageError(f"{path} was run at scale {found!r}, not {scale!r}: use another "
                              "--results-dir (the default is results/<scale>)")
+        config_path = cell_dir(results_dir, cell_id) / "config.json"
+        if not config_path.is_file():
+            continue
+        used = json.loads(config_path.read_text()).get("scale", {})
+        changed = sorted(k for k in set(wanted) | set(used) - _NOT_RESULT_FIELDS
+                         if k not in _NOT_RESULT_FIELDS and used.get(k) != wanted.get(k))
+        if changed:
+            diff = ", ".join(f"{k}: {used.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
+            raise UsageError(f"{path} comes from other {scale} settings ({diff}): use another "
+                             "--results-dir, the same --set overrides, or delete the stale results")
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -242,7 +261,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     cells = select_cells(tables, parse_rows(args.rows))
     done = [c.cell_id for c in cells if has_result(results_dir, c.cell_id)]
     pending = [c.cell_id for c in cells if c.cell_id not in done]
-    _check_existing_scale(results_dir, done, args.scale)
+    _check_existing_results(results_dir, done, args.scale, overrides)
     print(f"{args.command} at scale {args.scale}: {len(cells)} cells, {len(done)} already have "
           f"results in {results_dir}, {len(pending)} to run", flush=True)
     if args.launcher == "slurm":

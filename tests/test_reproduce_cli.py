@@ -139,3 +139,23 @@ def test_table_command_with_all_results_only_renders(tmp_path: Path,
     out = capsys.readouterr().out
     assert "44 cells, 44 already have results" in out and "running" not in out
     assert (tables / "table2.md").is_file() and (tables / "table2_valid_loss.png").is_file()
+
+
+def test_results_of_other_preset_settings_are_refused(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from experiments.scales import scale_preset
+
+    write_result(tmp_path, "table2/A/warmup/seed0", 20.0)
+    preset = json.loads(json.dumps(scale_preset("tiny").as_dict()))
+    config = tmp_path / "table2/A/warmup/seed0/config.json"
+    config.write_text(json.dumps({"scale": preset}))
+    args = ["table2", "--rows", "A", "--results-dir", str(tmp_path), "--dry-run"]
+    assert main(args) == 0  # same settings: reused
+    assert "2 cells, 1 already have results" in capsys.readouterr().out
+    assert main([*args, "--set", "steps=123"]) == 2
+    assert f"steps: {preset['steps']!r} there, 123 now" in capsys.readouterr().err
+    config.write_text(json.dumps({"scale": {**preset, "steps": 7}}))
+    assert main(args) == 2
+    assert "comes from other tiny settings (steps: 7 there" in capsys.readouterr().err
