@@ -96,6 +96,7 @@ def test_checkpoint_restores_the_rng_for_the_next_batch(vocab) -> None:
     assert torch.equal(torch.rand(5), expected)
 
 
+@pytest.mark.slow
 def test_evaluate_bleu_equals_corpus_bleu_of_the_translations(vocab) -> None:
     module = _module(vocab)
     # Make the translations non-trivial: train briefly on the evaluation sentences themselves.
