@@ -205,7 +205,9 @@ class TranslationModule(pl.LightningModule):
             row["target_tokens"] = tgt
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         if optimizer is not None:
-            row["lr"] = float(optimizer.param_groups[0]["lr"])
+            lr = optimizer.param_groups[0]["lr"]
+            if lr is not None:  # Adafactor(lr=None) computes its own relative step (see "rho")
+                row["lr"] = float(lr)
             tracked = any(g.get("track_stats", False) for g in optimizer.param_groups)
             if tracked and hasattr(optimizer, "step_stats") and self.trainer.global_step > 0:
                 for key, value in optimizer.step_stats().items():

@@ -1,4 +1,4 @@
-"""Shared test fixtures: offline mode for the hub and W&B, and paths to the real text in ../shared/data."""
+"""Shared test fixtures: offline hub and W&B, and paths to the real text in ../shared/data."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# One intra-op thread: tests that start several processes (DDP, launchers) must not oversubscribe the
-# cores, and small-tensor math is faster single-threaded anyway. Tests that want more set it themselves.
+# One intra-op thread: tests that start several processes (DDP, launchers) must not oversubscribe
+# the cores, and small-tensor math is faster single-threaded anyway. Tests that want more set it.
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +26,9 @@ SHARED_DATA = Path(os.environ.get("ADAFACTOR_SHARED_DATA", REPO_ROOT.parent / "s
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """../shared/data (real English-German text); tests that need it skip with a reason when absent."""
+    """../shared/data (real English-German text); tests needing it skip with a reason if absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real text not found at {SHARED_DATA} (set ADAFACTOR_SHARED_DATA to its folder)")
+        pytest.skip(f"real text not found at {SHARED_DATA} (set ADAFACTOR_SHARED_DATA to it)")
     return SHARED_DATA
 
 
