@@ -40,17 +40,29 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path``: readers see the old or the new file, never half."""
+def _default_file_mode() -> int:
+    """0o666 less the process umask: what open() would give a new file (mkstemp gives 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never half of one.
+
+    A temporary file in the same folder is written, fsynced, given the usual permissions and
+    renamed over ``path``; the folder is fsynced so the rename survives a crash.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -60,6 +72,12 @@ def atomic_write_json(path: Path, data: Any) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (see `atomic_write`)."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, text)
 
 
 def read_json(path: Path) -> Any:
@@ -97,13 +115,7 @@ class MetricsWriter:
                 continue
             if int(row.get("step", 0)) <= step:
                 kept.append(json.dumps(row, sort_keys=True, allow_nan=False))
-        text = "".join(k + "\n" for k in kept)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(k + "\n" for k in kept))
 
     def rows(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from experiments.grid import get_cell
 from experiments.tracking import (
     MetricsWriter,
+    atomic_write,
     atomic_write_json,
     load_results,
     read_json,
@@ -104,3 +106,17 @@ def test_wandb_naming_groups_by_table_row_and_warmup(tmp_path: Path) -> None:
     assert s["id"] == wandb_run_id(cell.cell_id, tmp_path, "tiny")  # stable across restarts
     assert s["id"] != wandb_run_id(cell.cell_id, tmp_path / "other", "tiny")
     assert json.dumps(s)  # plain data
+
+
+def test_atomic_write_gives_the_permissions_of_a_normally_created_file(tmp_path: Path) -> None:
+    # mkstemp creates 0600 files; results and tables must stay readable by the user's group.
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "table.md", "text\n")
+        atomic_write_json(tmp_path / "result.json", {"bleu": 1.0})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "table.md").read_text() == "text\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -48,7 +48,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -61,7 +60,7 @@ from lightning.pytorch.callbacks import Callback
 from adafactor import Adafactor
 from data.datamodule import TranslationData
 from experiments.scales import SHARED_DATA
-from experiments.tracking import atomic_write_json
+from experiments.tracking import atomic_write, atomic_write_json
 from models.bleu import corpus_bleu
 from models.lightning_module import TranslationModule
 from models.presets import model_config
@@ -125,14 +124,7 @@ def decode_split(module: TranslationModule, data: TranslationData, split: str) -
 
 
 def _atomic_write_lines(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, "".join(line + "\n" for line in lines))
 
 
 def run(
