@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from adafactor import optimizer_state_bytes
 from data.datamodule import TranslationData
+from experiments.cli_values import parse_key_value
 from experiments.grid import Cell, get_cell
 from experiments.optimizers import build_optimizer, step_size_schedule
 from experiments.scales import ScalePreset, scale_preset
@@ -333,23 +334,13 @@ def run_cell(
     return result
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"override {text!r} must look like KEY=VALUE")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cell_id", help="e.g. table2/H/no-warmup/seed0")
     parser.add_argument("--scale", default="tiny", choices=("tiny", "small", "base"))
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    parser.add_argument("--set", dest="overrides", action="append", type=_parse_override,
+    parser.add_argument("--set", dest="overrides", action="append", type=parse_key_value,
                         default=[], metavar="KEY=VALUE",
                         help="scale preset override (JSON value), e.g. --set steps=200")
     parser.add_argument("--devices", default=None,

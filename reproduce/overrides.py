@@ -6,16 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from experiments.cli_values import parse_value
 from reproduce.errors import UsageError
-
-
-def parse_value(text: str) -> Any:
-    """JSON when it parses (``400`` -> int, ``0.5`` -> float, ``null`` -> None, ``true``,
-    ``{"d_model": 64}``), otherwise the text itself (``beam``, ``/data/wmt``)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def parse_set_args(items: Sequence[str] | None) -> dict[str, Any]:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import math
 import os
@@ -59,6 +58,7 @@ from lightning.pytorch.callbacks import Callback
 
 from adafactor import Adafactor
 from data.datamodule import TranslationData
+from experiments.cli_values import parse_key_value
 from experiments.scales import SHARED_DATA
 from experiments.tracking import atomic_write, atomic_write_json
 from models.bleu import corpus_bleu
@@ -258,16 +258,6 @@ def run(
     return result
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"override must look like key=value, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.benchmarks.cpu_multi30k",
@@ -275,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--minutes", type=float, default=20.0, help="training wall-time budget")
     parser.add_argument("--preset", default="small", help="models.presets name (default small)")
-    parser.add_argument("--override", action="append", type=_parse_override, metavar="KEY=VALUE",
+    parser.add_argument("--override", action="append", type=parse_key_value, metavar="KEY=VALUE",
                         help="model config override (replaces the default CPU overrides "
                              f"{CPU_OVERRIDES}); repeatable")
     parser.add_argument("--max-tokens", type=int, default=1024, help="token budget per batch")

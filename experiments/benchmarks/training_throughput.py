@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import statistics
@@ -66,6 +65,7 @@ from lightning.pytorch.callbacks import Callback
 from adafactor import Adafactor
 from data.datamodule import TranslationData
 from experiments.benchmarks.cpu_multi30k import CPU_OVERRIDES
+from experiments.cli_values import parse_key_value
 from experiments.scales import SHARED_DATA
 from experiments.tracking import atomic_write_json
 from models.config import ModelConfig
@@ -331,23 +331,13 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"override must look like key=value, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.benchmarks.training_throughput",
         description="Training tokens/s: bare PyTorch loop vs TranslationModule under Lightning.",
     )
     parser.add_argument("--preset", default="small", help="models.presets name (default small)")
-    parser.add_argument("--override", action="append", type=_parse_override, metavar="KEY=VALUE",
+    parser.add_argument("--override", action="append", type=parse_key_value, metavar="KEY=VALUE",
                         help="model config override (replaces the default "
                              f"{CPU_OVERRIDES}); repeatable")
     parser.add_argument("--plain-preset", action="store_true",
