@@ -29,15 +29,6 @@ def _random_model(seed: int, vocab: int, eos_bias: float = 0.0) -> Transformer:
 REVERSE_VOCAB = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the suite shares a 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _reverse_batch(g: torch.Generator, size: int) -> tuple[torch.Tensor, ...]:
     """Random sequences (3..vocab-1, length 1-10) + eos; targets are the reversed sequences."""
     src, tgt_in, tgt_out = (torch.full((size, 11), PAD) for _ in range(3))

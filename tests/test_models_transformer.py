@@ -14,15 +14,6 @@ PAD, BOS, EOS = 0, 1, 2
 VOCAB = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the suite shares a 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed: int = 0, **overrides) -> Transformer:
     torch.manual_seed(seed)
     cfg = model_config("tiny", vocab_size=VOCAB, **overrides)
