@@ -289,23 +289,28 @@ class TranslationData(L.LightningDataModule):
         vocab = self._load_vocab()
         return PadCollator(vocab.pad_id, vocab.bos_id, vocab.eos_id)
 
+    def _sampler(self, dataset: EncodedPairs, *, training: bool) -> TokenBudgetBatchSampler:
+        """Training: shuffled, every rank the same number of batches (no DDP deadlock).
+        Evaluation: length order, every sentence on exactly one rank (exact summed BLEU)."""
+        rank, world = self._rank_and_world()
+        src_len, tgt_len = dataset.padded_lengths()
+        return TokenBudgetBatchSampler(
+            src_len,
+            tgt_len,
+            self.max_tokens,
+            shuffle=training,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            pad_to_equal=training,
+        )
+
     def train_dataloader(self) -> ResumableDataLoader:
         if "train" not in self._datasets:
             self.setup("fit")
         dataset = self._datasets["train"]
-        rank, world = self._rank_and_world()
         pending = self._train_loader.state_dict() if self._train_loader is not None else None
-        src_len, tgt_len = dataset.padded_lengths()
-        sampler = TokenBudgetBatchSampler(
-            src_len,
-            tgt_len,
-            self.max_tokens,
-            shuffle=True,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            pad_to_equal=True,
-        )
+        sampler = self._sampler(dataset, training=True)
         if pending is not None:  # a reload keeps the position of the loader it replaces
             sampler.load_state_dict(pending)
         self._train_loader = ResumableDataLoader(
@@ -322,18 +327,7 @@ class TranslationData(L.LightningDataModule):
         if split not in self._datasets:
             self.corpus.split(split)  # raises an error naming the missing split
         dataset = self._datasets[split]
-        rank, world = self._rank_and_world()
-        src_len, tgt_len = dataset.padded_lengths()
-        sampler = TokenBudgetBatchSampler(
-            src_len,
-            tgt_len,
-            self.max_tokens,
-            shuffle=False,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            pad_to_equal=False,
-        )
+        sampler = self._sampler(dataset, training=False)
         return DataLoader(
             dataset,
             batch_sampler=sampler,
