@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+# Storage layouts of dense kernels: T2T/TF's [in, out] and torch nn.Linear's [out, in].
+KERNEL_LAYOUTS = ("in_out", "out_in")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -17,6 +20,19 @@ class ModelConfig:
     ``emb_init_std`` / ``emb_multiplier``: embeddings are drawn from N(0, emb_init_std**2) and
     multiplied by ``emb_multiplier`` in the forward pass; ``None`` means 1/sqrt(d_model) and
     sqrt(d_model) (T2T's ``multiply_embedding_mode="sqrt_depth"``).
+
+    ``kernel_layout``: how every dense (``Dense``) kernel is stored. ``"in_out"`` (default) is
+    T2T/TensorFlow's [in_features, out_features], the layout the paper's Adafactor results were
+    obtained with; ``"out_in"`` is torch ``nn.Linear``'s [out_features, in_features]. The model
+    computes the same function either way (same init distribution, U(-sqrt(3/in), sqrt(3/in)));
+    only the storage is transposed. It exists for optimizers that partition a weight matrix by
+    its rows: Adam-mini keeps one second-moment value per output neuron, i.e. per row of a torch
+    [out, in] weight, and one per attention head, i.e. per contiguous block of rows of the Q/K
+    projections, so it needs ``"out_in"`` to get the partition its authors meant (with
+    ``"in_out"`` its "rows" would be input units). Element-wise optimizers (Adam, SGD) do not
+    care, nor does Adafactor's factored second-moment estimator, whose row and column
+    statistics merely swap roles under transposition. Embedding matrices ([vocab, d_model]) are
+    not dense kernels and keep their layout in both settings.
     """
 
     vocab_size: int
@@ -34,6 +50,7 @@ class ModelConfig:
     emb_multiplier: float | None = None
     max_positions: int = 1024
     layer_norm_eps: float = 1e-6  # T2T's layer_norm epsilon
+    kernel_layout: str = "in_out"  # "in_out" (T2T/TF) or "out_in" (torch nn.Linear)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "d_ff", "n_heads", "max_positions"):
@@ -69,6 +86,11 @@ class ModelConfig:
                 value > 0 and math.isfinite(value)
             ):
                 raise ValueError(f"ModelConfig.{name} must be a positive float, got {value!r}")
+        if self.kernel_layout not in KERNEL_LAYOUTS:
+            raise ValueError(
+                f"ModelConfig.kernel_layout must be one of {list(KERNEL_LAYOUTS)}, "
+                f"got {self.kernel_layout!r}"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -78,10 +78,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 class TranslationModule(pl.LightningModule):
     """Encoder-decoder Transformer trained with label-smoothed cross-entropy per target token.
 
-    ``optimizer_factory(params) -> Optimizer`` builds the optimizer; ``lr_lambda(t)`` (t = 1, 2, ...
-    the optimizer step about to be taken) gives the lr of step t, applied with LambdaLR on base
-    lr 1 (so ``param_group["lr"]`` is exactly ``lr_lambda(t)``). Without ``lr_lambda`` the
-    optimizer's own lr is used.
+    ``optimizer_factory(named_parameters) -> Optimizer`` builds the optimizer from
+    ``(name, parameter)`` pairs (torch optimizers accept them; Adam-mini needs the names).
+    ``lr_lambda(t)`` (t = 1, 2, ..., the optimizer step about to be taken) gives the lr of step
+    t, applied with LambdaLR on base lr 1 (so ``param_group["lr"]`` is exactly ``lr_lambda(t)``).
+    Without ``lr_lambda`` the optimizer's own lr is used.
     """
 
     def __init__(
@@ -89,7 +90,8 @@ class TranslationModule(pl.LightningModule):
         model_cfg: ModelConfig,
         vocab: Any,
         *,
-        optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+        optimizer_factory: Callable[[Iterable[tuple[str, torch.nn.Parameter]]],
+                                    torch.optim.Optimizer],
         lr_lambda: Callable[[int], float] | None = None,
         beam_size: int = 4,
         length_penalty: float = 0.6,
@@ -124,7 +126,7 @@ class TranslationModule(pl.LightningModule):
     # --- optimisation -------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.named_parameters())
         if self.lr_lambda is None:
             return optimizer
         for group in optimizer.param_groups:

@@ -7,9 +7,12 @@ matrices without biases (their shapes matter to Adafactor's factoring); the FFN 
 Linear(bias) -> ReLU -> dropout -> Linear(bias). Attention is
 ``torch.nn.functional.scaled_dot_product_attention`` with boolean masks.
 
-Every weight matrix has T2T's layout, so that Adafactor's row and column statistics (and the
-paper's row-mean / col-mean ablations, Table 2 rows D and E) mean what they meant there: dense
-kernels are [in, out] (``Dense``, not torch's [out, in] ``nn.Linear``) and embeddings [vocab, d].
+By default every weight matrix has T2T's layout, so that Adafactor's row and column statistics
+(and the paper's row-mean / col-mean ablations, Table 2 rows D and E) mean what they meant there:
+dense kernels are [in, out] (``Dense``, not torch's [out, in] ``nn.Linear``) and embeddings
+[vocab, d]. ``ModelConfig.kernel_layout="out_in"`` stores every dense kernel as torch's
+[out, in] instead (for row-partitioning optimizers such as Adam-mini; see ``ModelConfig``); the
+function, the initial distribution and the parameter names are the same in both layouts.
 
 Initialisation (T2T): every dense kernel is "uniform unit scaling" with gain 1, i.e.
 U(-sqrt(3/fan_in), sqrt(3/fan_in)); biases 0; LayerNorm scale 1, bias 0. Embeddings are
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import ModelConfig
+from models.config import KERNEL_LAYOUTS, ModelConfig
 
 
 def sinusoidal_positions(length: int, channels: int) -> Tensor:
@@ -44,30 +47,48 @@ def sinusoidal_positions(length: int, channels: int) -> Tensor:
 
 
 class Dense(nn.Module):
-    """``x @ weight + bias`` with the kernel stored [in, out] as in T2T/TensorFlow.
+    """``x @ W + bias``: an affine map from ``in_features`` to ``out_features``.
 
-    Initialised like TF's ``uniform_unit_scaling_initializer`` (gain 1):
-    U(-sqrt(3 / in), sqrt(3 / in)); the bias (if any) starts at 0.
+    ``layout="in_out"`` (default) stores the kernel [in, out] as in T2T/TensorFlow and computes
+    ``x @ weight``; ``layout="out_in"`` stores it [out, in] as torch's ``nn.Linear`` does and
+    computes ``x @ weight.T``. Either way it is initialised like TF's
+    ``uniform_unit_scaling_initializer`` (gain 1): U(-sqrt(3 / in), sqrt(3 / in)), the bound
+    using ``in_features`` whichever dimension of ``weight`` that is; the bias (if any) starts
+    at 0.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool, layout: str = "in_out"
+    ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        if layout not in KERNEL_LAYOUTS:
+            raise ValueError(
+                f"Dense layout (ModelConfig.kernel_layout) must be one of {list(KERNEL_LAYOUTS)}, "
+                f"got {layout!r}"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.layout = layout
+        shape = (in_features, out_features) if layout == "in_out" else (out_features, in_features)
+        self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = math.sqrt(3.0 / self.weight.shape[0])
+        bound = math.sqrt(3.0 / self.in_features)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight.t(), self.bias)
+        weight = self.weight.t() if self.layout == "in_out" else self.weight
+        return F.linear(x, weight, self.bias)
 
     def extra_repr(self) -> str:
-        rows, cols = self.weight.shape
-        return f"in={rows}, out={cols}, bias={self.bias is not None}"
+        return (
+            f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}, "
+            f"layout={self.layout}"
+        )
 
 
 def _key_mask(token_mask: Tensor) -> Tensor:
@@ -81,15 +102,17 @@ def _key_mask(token_mask: Tensor) -> Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, attention_dropout: float, layout: str = "in_out"
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.d_model = d_model
         self.attention_dropout = attention_dropout
-        self.q_proj = Dense(d_model, d_model, bias=False)
-        self.k_proj = Dense(d_model, d_model, bias=False)
-        self.v_proj = Dense(d_model, d_model, bias=False)
-        self.out_proj = Dense(d_model, d_model, bias=False)
+        self.q_proj = Dense(d_model, d_model, bias=False, layout=layout)
+        self.k_proj = Dense(d_model, d_model, bias=False, layout=layout)
+        self.v_proj = Dense(d_model, d_model, bias=False, layout=layout)
+        self.out_proj = Dense(d_model, d_model, bias=False, layout=layout)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
@@ -117,10 +140,12 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, relu_dropout: float) -> None:
+    def __init__(
+        self, d_model: int, d_ff: int, relu_dropout: float, layout: str = "in_out"
+    ) -> None:
         super().__init__()
-        self.linear_in = Dense(d_model, d_ff, bias=True)
-        self.linear_out = Dense(d_ff, d_model, bias=True)
+        self.linear_in = Dense(d_model, d_ff, bias=True, layout=layout)
+        self.linear_out = Dense(d_ff, d_model, bias=True, layout=layout)
         self.dropout = nn.Dropout(relu_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -131,9 +156,11 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.self_attn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.self_attn = MultiHeadAttention(
+            cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.kernel_layout
+        )
         self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.relu_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.relu_dropout, cfg.kernel_layout)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
@@ -147,11 +174,15 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.self_attn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.self_attn = MultiHeadAttention(
+            cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.kernel_layout
+        )
         self.cross_attn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.cross_attn = MultiHeadAttention(
+            cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.kernel_layout
+        )
         self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.relu_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.relu_dropout, cfg.kernel_layout)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(
