@@ -1,6 +1,8 @@
 """The paper's tables as data: every cell of Tables 1-3 with a stable id and the paper's BLEU.
 
-A cell id is ``<table>/<row>/<column>/seed<k>``, e.g. ``table2/H/no-warmup/seed0``:
+A cell id is ``<table>/<row>/<column>/seed<k>``, e.g. ``table2/H/no-warmup/seed0``
+(the frontier grid of other optimizers, ``frontier/<optimizer>/lr<peak>/seed<k>``, lives in
+experiments.frontier):
 
 - Tables 1 and 2: the column is ``warmup`` or ``no-warmup`` (s_t = min(1e-6 t, 1/sqrt t) or
   min(1e-2, 1/sqrt t)); rows A..P are Adafactor/Adam variants, Q1..Q6 SGD with lr = k s_t.
@@ -238,14 +240,25 @@ def _table3_cell(row: str, column: str, seed: int) -> Cell:
     )
 
 
+def table2_row_optimizer(row: str) -> dict[str, Any]:
+    """A copy of Table 2 row ``row``'s optimizer spec (the frontier grid reuses rows O and P)."""
+    if row not in _TABLE2_ROWS:
+        raise ValueError(f"unknown row {row!r} for table2; valid rows: {', '.join(TABLE2_ROWS)}")
+    return copy.deepcopy(_TABLE2_ROWS[row][0])
+
+
 def valid_rows(table: str) -> tuple[str, ...]:
+    if table == "frontier":
+        from experiments.frontier import FRONTIER_ROWS
+
+        return FRONTIER_ROWS
     if table == "table1":
         return TABLE1_ROWS
     if table == "table2":
         return TABLE2_ROWS
     if table == "table3":
         return TABLE3_ROWS
-    raise ValueError(f"unknown table {table!r}; valid tables: {', '.join(TABLES)}")
+    raise ValueError(f"unknown table {table!r}; valid tables: {', '.join(TABLES)}, frontier")
 
 
 def table_cells(
@@ -265,6 +278,10 @@ def table_cells(
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if table == "frontier":
+        from experiments.frontier import frontier_cells
+
+        return frontier_cells(selected, seeds)
     cells = []
     for row in selected:
         if table == "table3":
@@ -286,6 +303,12 @@ def get_cell(cell_id: str) -> Cell:
     known = valid_rows(table)
     if row not in known:
         raise ValueError(f"unknown row {row!r} for {table}; valid rows: {', '.join(known)}")
+    if not (seed_text.startswith("seed") and seed_text[4:].isdigit()):
+        raise ValueError(f"bad seed part {seed_text!r} in cell id {cell_id!r}; expected 'seed<k>'")
+    if table == "frontier":
+        from experiments.frontier import frontier_cell, parse_lr_column
+
+        return frontier_cell(row, parse_lr_column(column), int(seed_text[4:]))
     columns = TABLE3_COLUMNS if table == "table3" else WARMUP_COLUMNS
     if column not in columns:
         raise ValueError(

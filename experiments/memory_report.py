@@ -1,10 +1,11 @@
-"""Optimizer-state memory of Adafactor vs Adam on the tiny and base models, measured.
+"""Optimizer-state memory of Adafactor vs Adam (and the frontier's other optimizers), measured.
 
 ``python -m experiments.memory_report [--scales tiny base] [--rows B O ...] [--json]`` builds each
 preset's Transformer (vocabulary size from the scale preset: tiny 1,000, base 32,768), builds the
 row's optimizer exactly as a grid cell does, takes one real optimizer step on CPU (a forward and
 backward pass over a small random batch) and reports ``adafactor.optimizer_state_bytes``: the bytes
-of every tensor in the optimizer's state after that step.
+of every tensor in the optimizer's state after that step. ``--frontier`` does the same for every
+optimizer of the frontier grid (experiments.frontier), with the frontier's model settings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 
 from adafactor import optimizer_state_bytes
-from experiments.grid import get_cell
+from experiments.frontier import FRONTIER_OPTIMIZERS, FRONTIER_ROWS, frontier_cell
+from experiments.grid import Cell, get_cell
 from experiments.optimizers import build_optimizer
 from experiments.scales import scale_preset
 from models.loss import label_smoothed_cross_entropy
@@ -28,14 +30,27 @@ DEFAULT_ROWS = ("B", "A", "C", "J", "O", "P")
 
 
 def measure(scale: str, row: str, *, batch: int = 2, length: int = 8) -> dict[str, Any]:
-    """State bytes of ``row``'s optimizer on ``scale``'s model after one CPU step."""
-    preset = scale_preset(scale)
+    """State bytes of Table 2 ``row``'s optimizer on ``scale``'s model after one CPU step."""
     cell = get_cell(f"table2/{row}/warmup/seed0")
-    cfg = model_config(preset.model, preset.vocab_size, **preset.model_overrides)
+    return {"row": row, **measure_cell(scale, cell, batch=batch, length=length)}
+
+
+def measure_frontier(scale: str, name: str, *, batch: int = 2, length: int = 8) -> dict[str, Any]:
+    """State bytes of frontier optimizer ``name`` on ``scale``'s model after one CPU step."""
+    cell = frontier_cell(name, FRONTIER_OPTIMIZERS[name].peaks[0], 0)
+    return {"row": name, **measure_cell(scale, cell, batch=batch, length=length)}
+
+
+def measure_cell(scale: str, cell: Cell, *, batch: int = 2, length: int = 8) -> dict[str, Any]:
+    """State bytes of ``cell``'s optimizer on ``scale``'s model (with the cell's model settings)
+    after one CPU step."""
+    preset = scale_preset(scale)
+    cfg = model_config(preset.model, preset.vocab_size,
+                       **{**preset.model_overrides, **cell.model_overrides})
     torch.manual_seed(0)
     model = Transformer(cfg, pad_id=0)
-    optimizer = build_optimizer(model.parameters(), cell.optimizer, cell.schedule,
-                                track_stats=False)
+    optimizer = build_optimizer(model.named_parameters(), cell.optimizer, cell.schedule,
+                                track_stats=False, model_cfg=cfg)
     for group in optimizer.param_groups:
         group["lr"] = 1e-4
     src = torch.randint(4, cfg.vocab_size, (batch, length))
@@ -48,7 +63,6 @@ def measure(scale: str, row: str, *, batch: int = 2, length: int = 8) -> dict[st
     state = optimizer_state_bytes(optimizer)
     return {
         "scale": scale,
-        "row": row,
         "optimizer": cell.description,
         "parameters": n_params,
         "parameter_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -72,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--scales", nargs="+", default=["tiny", "base"])
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
+    parser.add_argument("--frontier", action="store_true",
+                        help="measure the frontier grid's optimizers instead of Table 2 rows")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
-    rows = [measure(scale, row) for scale in args.scales for row in args.rows]
+    if args.frontier:
+        rows = [measure_frontier(scale, name) for scale in args.scales for name in FRONTIER_ROWS]
+    else:
+        rows = [measure(scale, row) for scale in args.scales for row in args.rows]
     if args.json:
         for r in rows:
             print(json.dumps(r))

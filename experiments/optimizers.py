@@ -8,7 +8,11 @@ max(eps2, RMS(X_{t-1}))). LambdaLR calls its lambda with the number of scheduler
 
 Time rescaling (see experiments/scales.py): ``step_size(t) = c * paper(time_factor * t)`` with
 ``c = relative_lr_scale`` for rho_t and ``c = lr_scale`` for the absolute kinds (alpha_t, SGD's
-k s_t, Vaswani's).
+k s_t, Vaswani's). The ``peak`` kind (the frontier grid of baseline optimizers) is the paper's
+warmup shape scaled to a swept peak, ``peak * s(time_factor * t) / 1e-2``, with neither scale.
+
+Optimizer names: ``adafactor`` (this repository's Adafactor), ``sgd`` (plain SGD, Table 2's Q rows)
+and the baselines of ``experiments.baselines.registry`` (``adam`` is torch.optim.Adam, row B).
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import torch
 
 from adafactor import Adafactor
 from adafactor.schedules import paper_step_size
+from experiments.baselines.registry import BASELINES, build_baseline
 
-SCHEDULE_KINDS = ("absolute", "relative", "sgd", "vaswani")
-OPTIMIZER_NAMES = ("adafactor", "adam", "sgd")
+SCHEDULE_KINDS = ("absolute", "relative", "sgd", "vaswani", "peak")
+OPTIMIZER_NAMES = ("adafactor", "sgd", *BASELINES)
+# Peak of the paper's warmup schedule min(1e-6 t', 1/sqrt t'), reached at t' = 10^4.
+_PAPER_WARMUP_PEAK = 1e-2
 _ADAFACTOR_KEYS = {
     "factored",
     "beta1",
@@ -81,6 +88,8 @@ def step_size_schedule(
 
         return vaswani
 
+    if kind == "peak":
+        return _peak_schedule(schedule, paper_time)
     if "warmup" not in schedule:
         raise ValueError(f"schedule {schedule!r} needs a 'warmup' flag")
     multiplier = float(schedule.get("multiplier", 1.0))
@@ -93,23 +102,63 @@ def step_size_schedule(
     return scaled
 
 
+def _peak_schedule(schedule: dict[str, Any], paper_time: Callable[[int], float]
+                   ) -> Callable[[int], float]:
+    """The paper's warmup shape scaled to a chosen peak: ``peak * s(t') / 1e-2`` (linear warmup
+    over the first 10^4 paper steps, then 1/sqrt decay). Neither lr scale applies: the peak is
+    the value an lr sweep picks (the frontier grid)."""
+    peak = schedule.get("peak")
+    if isinstance(peak, bool) or not isinstance(peak, int | float) or not (
+        0 < peak < float("inf")
+    ):
+        raise ValueError(f"the 'peak' schedule needs a positive 'peak' step size, got {peak!r}")
+    if schedule.get("warmup", True) is not True:
+        raise ValueError("the 'peak' schedule always warms up; drop 'warmup' or set it true")
+
+    def peaked(t: int) -> float:
+        return peak * paper_time_step_size(paper_time(t), True) / _PAPER_WARMUP_PEAK
+
+    return peaked
+
+
+def _split_names(params: Iterable[Any]) -> list[tuple[str, torch.nn.Parameter]]:
+    """Parameters or (name, parameter) pairs -> (name, parameter) pairs (unnamed: "param<i>")."""
+    named = []
+    for i, item in enumerate(params):
+        if isinstance(item, tuple):
+            named.append(item)
+        else:
+            named.append((f"param{i}", item))
+    return named
+
+
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter], optimizer: dict[str, Any], schedule: dict[str, Any],
-    *, track_stats: bool = True,
+    params: Iterable[torch.nn.Parameter] | Iterable[tuple[str, torch.nn.Parameter]],
+    optimizer: dict[str, Any], schedule: dict[str, Any], *, track_stats: bool = True,
+    model_cfg: Any = None,
 ) -> torch.optim.Optimizer:
-    """The torch optimizer of a grid cell (its lr is set per step by the schedule)."""
+    """The torch optimizer of a grid cell (its lr is set per step by the schedule).
+
+    ``params`` are parameters or ``model.named_parameters()`` pairs (Adam-mini needs the names);
+    ``model_cfg`` (a models.config.ModelConfig) gives Adam-mini its head layout.
+    """
     spec = dict(optimizer)
     name = spec.pop("name", None)
     kind = schedule.get("kind")
-    params = list(params)
+    named = _split_names(params)
+    params = [p for _, p in named]
+    if name in BASELINES:
+        return build_baseline(name, named, spec, model_cfg)
     if name == "adafactor":
         unknown = set(spec) - _ADAFACTOR_KEYS
         if unknown:
             raise ValueError(f"unknown Adafactor setting(s) {sorted(unknown)} in {optimizer!r}")
-        if kind not in ("absolute", "relative"):
-            raise ValueError(f"Adafactor needs an 'absolute' or 'relative' schedule, got {kind!r}")
+        if kind not in ("absolute", "relative", "peak"):
+            raise ValueError(
+                f"Adafactor needs an 'absolute', 'relative' or 'peak' schedule, got {kind!r}"
+            )
         scale = spec.pop("scale_parameter", kind == "relative")
-        if scale != (kind == "relative"):
+        if kind != "peak" and scale != (kind == "relative"):
             raise ValueError(
                 f"scale_parameter={scale} contradicts the {kind!r} schedule "
                 "(relative step <=> parameter scaling)"
@@ -117,13 +166,6 @@ def build_optimizer(
         if "eps" in spec:
             spec["eps"] = tuple(spec["eps"])
         return Adafactor(params, lr=1.0, scale_parameter=scale, track_stats=track_stats, **spec)
-    if name == "adam":
-        unknown = set(spec) - {"betas", "eps"}
-        if unknown:
-            raise ValueError(f"unknown Adam setting(s) {sorted(unknown)} in {optimizer!r}")
-        return torch.optim.Adam(
-            params, lr=1.0, betas=tuple(spec.get("betas", (0.9, 0.999))), eps=spec.get("eps", 1e-8)
-        )
     if name == "sgd":
         if spec:
             raise ValueError(f"unknown SGD setting(s) {sorted(spec)} in {optimizer!r}")

@@ -218,7 +218,7 @@ def run_cell(
         model_cfg,
         vocab,
         optimizer_factory=partial(build_optimizer, optimizer=cell.optimizer,
-                                  schedule=cell.schedule, track_stats=True),
+                                  schedule=cell.schedule, track_stats=True, model_cfg=model_cfg),
         lr_lambda=step_size,
         beam_size=preset.beam_size,
         length_penalty=preset.length_penalty,

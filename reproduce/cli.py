@@ -1,6 +1,7 @@
 """``python -m reproduce``: run the paper's tables and render paper_tables/.
 
-Commands: ``table1|table2|table3|all`` (run the missing cells, then render), ``run CELL_ID`` (one
+Commands: ``table1|table2|table3|all`` (run the missing cells, then render), ``frontier`` (the same
+for the memory-vs-BLEU frontier of other optimizers), ``run CELL_ID`` (one
 cell; what Slurm array tasks call) and ``render TABLE`` (tables from existing results). Bad input
 prints one clear line and exits with code 2; failed cells exit with code 1 after rendering what
 finished.
@@ -28,6 +29,8 @@ EXAMPLES = """examples:
   python -m reproduce render table2 --results-dir results/tiny
   python -m reproduce table2 --from wandb --entity my-team --project adafactor-repro
   python -m reproduce run table2/H/no-warmup/seed0 --scale tiny
+  python -m reproduce frontier                     # Adafactor vs 12 other optimizers, tiny
+  python -m reproduce frontier --rows adafactor,lion,adam-mini --set steps=200
 """
 
 
@@ -80,20 +83,38 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for table in TABLE_CHOICES:
-        what = "every table" if table == "all" else table.replace("table", "Table ")
-        sub = commands.add_parser(
-            table, help=f"run the missing cells of {what}, then render it",
-            description=f"Run every cell of {what} that has no result.json yet, then render "
-            "paper_tables/ and print the table.", epilog=EXAMPLES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+    for table in (*TABLE_CHOICES, "frontier"):
+        if table == "frontier":
+            sub = commands.add_parser(
+                table, help="run the memory-vs-BLEU frontier (Adafactor and 12 other "
+                "optimizers, an lr sweep each), then render paper_tables/frontier.*",
+                description="Run every frontier cell (experiments/frontier.py: one optimizer and "
+                "peak step size each) that has no result.json yet, measure each optimizer's state "
+                "on Transformer base (one CPU step), then render paper_tables/frontier.{md,csv,"
+                "png}.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            rows_help = ("only these optimizers, comma-separated (adafactor, adafactor-momentum, "
+                         "adam, adamw, adam-mini, adax, came, lamb, lion, tiger, sgd-momentum, "
+                         "adagrad, rmsprop). Example: --rows adafactor,lion")
+        else:
+            what = "every table" if table == "all" else table.replace("table", "Table ")
+            sub = commands.add_parser(
+                table, help=f"run the missing cells of {what}, then render it",
+                description=f"Run every cell of {what} that has no result.json yet, then render "
+                "paper_tables/ and print the table.", epilog=EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            rows_help = ("only these rows, comma-separated (Table 2: A..P, Q1..Q6; Table 3: "
+                         "clever, naive1, naive2). Example: --rows A,B,Q3")
         _add_scale(sub)
         _add_render_outputs(sub)
-        sub.add_argument(
-            "--rows", help="only these rows, comma-separated (Table 2: A..P, Q1..Q6; Table 3: "
-            "clever, naive1, naive2). Example: --rows A,B,Q3",
-        )
+        sub.add_argument("--rows", help=rows_help)
+        if table == "frontier":
+            sub.add_argument(
+                "--no-base-state", action="store_true",
+                help="skip measuring each optimizer's state on Transformer base (about 5 s of "
+                "CPU per optimizer, cached in <results-dir>/frontier/base_state_bytes.json)",
+            )
         sub.add_argument(
             "--launcher", choices=("local", "slurm"), default="local",
             help="local: run cells here in parallel (one per core or GPU); slurm: submit one "
@@ -160,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     render.add_argument("tables", nargs="+", metavar="TABLE",
-                        help="table1, table2, table3 or all")
+                        help="table1, table2, table3, all or frontier")
     render.add_argument("--scale", default="tiny", choices=("tiny", "small", "base"),
                         help="only to find the default --results-dir results/<scale>")
     render.add_argument("--results-dir", type=Path, default=None,
@@ -184,8 +205,7 @@ def _expand(names: Sequence[str]) -> list[str]:
 
 def _render_and_print(tables: Sequence[str], results_dir: Path, tables_dir: Path,
                       *, several: bool) -> None:
-    from reproduce.publish import render_tables
-    from reproduce.render import markdown
+    from reproduce.publish import render_tables, table_markdown
 
     rendered = render_tables(tables, results_dir, tables_dir, require_results=not several)
     if not rendered:
@@ -195,7 +215,7 @@ def _render_and_print(tables: Sequence[str], results_dir: Path, tables_dir: Path
         print(f"no results yet for {', '.join(skipped)}: not rendered")
     for data, paths in rendered:
         print()
-        print(markdown(data))
+        print(table_markdown(data))
         print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
@@ -243,6 +263,7 @@ def _check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
+    from experiments.frontier import FRONTIER_ROWS
     from reproduce.overrides import check_overrides, parse_set_args
     from reproduce.selection import has_result, parse_rows, select_cells
 
@@ -283,6 +304,11 @@ def cmd_tables(args: argparse.Namespace) -> int:
         )
         failed = [o for o in outcomes if o.status == "failed"]
         print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
+    if tables == ["frontier"] and not args.no_base_state:
+        from reproduce.frontier import measure_base_state
+
+        rows = parse_rows(args.rows)
+        measure_base_state(results_dir, rows if rows is not None else FRONTIER_ROWS)
     _render_and_print(tables, results_dir, args.tables_dir, several=several)
     for outcome in failed:
         print(f"FAILED {outcome.cell_id}: {outcome.error}", file=sys.stderr)

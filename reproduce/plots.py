@@ -21,7 +21,7 @@ MetricsLoader = Callable[[str], list[dict[str, Any]]]
 FIGURE1_ROWS = (("A", "beta2 = 0.999 (row A)"), ("G", "beta2 = 0.9 (row G)"))
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -66,7 +66,7 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
         ax.set_visible(False)
     fig.suptitle(f"{data.table}: validation loss per row", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _no_curve_note(tc: TableCell) -> str:
@@ -102,4 +102,4 @@ def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str = "table
     ax.set_title("Figure 1: RMS(U_t) with warmup (mean over parameter tensors)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

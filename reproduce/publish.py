@@ -7,9 +7,10 @@ from pathlib import Path
 
 from experiments.tracking import load_results
 from reproduce.errors import UsageError
+from reproduce.frontier import FrontierData, build_frontier, load_base_state, write_frontier_files
 from reproduce.metrics import read_metrics
 from reproduce.plots import plot_update_rms, plot_valid_loss
-from reproduce.render import TableData, build_table, write_table_files
+from reproduce.render import TableData, build_table, markdown, write_table_files
 from reproduce.selection import METRICS_FILE, cell_dir
 
 
@@ -23,7 +24,7 @@ def collect_results(results_dir: Path) -> list[dict]:
 
 def render_tables(
     tables: Sequence[str], results_dir: Path, out_dir: Path, *, require_results: bool = True
-) -> list[tuple[TableData, list[Path]]]:
+) -> list[tuple[TableData | FrontierData, list[Path]]]:
     """Render every table in ``tables`` from ``results_dir`` into ``out_dir``.
 
     With ``require_results`` a table without a single result is a UsageError (a typo in
@@ -34,8 +35,19 @@ def render_tables(
     def load_metrics(cell_id: str) -> list[dict]:
         return read_metrics(cell_dir(results_dir, cell_id) / METRICS_FILE)
 
-    rendered = []
+    rendered: list[tuple[TableData | FrontierData, list[Path]]] = []
     for table in tables:
+        if table == "frontier":
+            frontier = build_frontier(results, load_base_state(results_dir))
+            if frontier.n_results == 0:
+                if require_results:
+                    raise UsageError(
+                        f"no frontier results under {results_dir} (run `python -m reproduce "
+                        f"frontier --results-dir {results_dir}` first)"
+                    )
+                continue
+            rendered.append((frontier, write_frontier_files(frontier, out_dir)))
+            continue
         data = build_table(table, results)
         if data.n_results == 0:
             if require_results:
@@ -54,3 +66,12 @@ def render_tables(
                 paths.append(figure)
         rendered.append((data, paths))
     return rendered
+
+
+def table_markdown(data: TableData | FrontierData) -> str:
+    """The markdown of a rendered table or of the frontier."""
+    if isinstance(data, FrontierData):
+        from reproduce.frontier import markdown as frontier_markdown
+
+        return frontier_markdown(data)
+    return markdown(data)

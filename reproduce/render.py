@@ -143,11 +143,11 @@ def build_table(table: str, results: Iterable[dict[str, Any]]) -> TableData:
         for row, tc in in_column.items():
             tc.collapsed, tc.paper_collapsed = ours[row], paper[row]
     data = TableData(table, rows, columns, cells)
-    data.provenance = _provenance(c.result for c in cells.values() if c.result is not None)
+    data.provenance = provenance(c.result for c in cells.values() if c.result is not None)
     return data
 
 
-def _provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     """Distinct scale / corpus / recipe / signature values over the results (several = mixed)."""
     seen: dict[str, dict[str, None]] = {
         k: {} for k in ("scale", "corpus", "recipe", "signature", "tokenized_signature", "steps")

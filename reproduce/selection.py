@@ -18,11 +18,12 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def expand_tables(name: str) -> list[str]:
-    """``all`` -> every table; a table name -> itself; anything else is a UsageError."""
+    """``all`` -> every table of the paper; a table name or ``frontier`` -> itself; anything
+    else is a UsageError."""
     if name == "all":
         return list(TABLES)
-    if name not in TABLES:
-        raise UsageError(f"unknown table {name!r}; valid: {', '.join(TABLES)}, all")
+    if name != "frontier" and name not in TABLES:
+        raise UsageError(f"unknown table {name!r}; valid: {', '.join(TABLES)}, all, frontier")
     return [name]
 
 

@@ -70,12 +70,13 @@ def test_relative_row_scales_by_parameter_rms() -> None:
 @pytest.mark.parametrize(
     ("optimizer", "schedule", "message"),
     [
-        ({"name": "rmsprop"}, {"kind": "sgd"}, "unknown optimizer 'rmsprop'"),
+        ({"name": "adamax"}, {"kind": "sgd"}, "unknown optimizer 'adamax'"),
         ({"name": "adafactor", "betta": 1}, {"kind": "absolute"}, "unknown Adafactor setting"),
-        ({"name": "adafactor"}, {"kind": "sgd"}, "needs an 'absolute' or 'relative'"),
+        ({"name": "adafactor"}, {"kind": "sgd"}, "needs an 'absolute', 'relative' or 'peak'"),
         ({"name": "adafactor", "scale_parameter": True}, {"kind": "absolute"}, "contradicts"),
         ({"name": "sgd", "momentum": 0.9}, {"kind": "sgd"}, "unknown SGD setting"),
-        ({"name": "adam", "amsgrad": True}, {"kind": "absolute"}, "unknown Adam setting"),
+        ({"name": "adam", "amsgrd": True}, {"kind": "absolute"}, "unknown Adam setting"),
+        ({"name": "lion", "beta": 0.9}, {"kind": "peak", "peak": 1e-4}, "unknown Lion setting"),
     ],
 )
 def test_bad_specs(optimizer, schedule, message: str) -> None:

@@ -1,0 +1,1 @@
+"""Baseline optimizers that the Adafactor reproduction compares against."""
