@@ -303,7 +303,8 @@ def get_cell(cell_id: str) -> Cell:
     known = valid_rows(table)
     if row not in known:
         raise ValueError(f"unknown row {row!r} for {table}; valid rows: {', '.join(known)}")
-    if not (seed_text.startswith("seed") and seed_text[4:].isdigit()):
+    digits = seed_text[4:]
+    if not (seed_text.startswith("seed") and digits.isdigit() and str(int(digits)) == digits):
         raise ValueError(f"bad seed part {seed_text!r} in cell id {cell_id!r}; expected 'seed<k>'")
     if table == "frontier":
         from experiments.frontier import frontier_cell, parse_lr_column
@@ -314,9 +315,7 @@ def get_cell(cell_id: str) -> Cell:
         raise ValueError(
             f"unknown column {column!r} for {table}; valid columns: {', '.join(columns)}"
         )
-    if not (seed_text.startswith("seed") and seed_text[4:].isdigit()):
-        raise ValueError(f"bad seed part {seed_text!r} in cell id {cell_id!r}; expected 'seed<k>'")
-    seed = int(seed_text[4:])
+    seed = int(digits)
     if table == "table3":
         return _table3_cell(row, column, seed)
     return _table2_cell(table, row, column == "warmup", seed)

@@ -116,7 +116,10 @@ def _peak_schedule(schedule: dict[str, Any], paper_time: Callable[[int], float]
         raise ValueError("the 'peak' schedule always warms up; drop 'warmup' or set it true")
 
     def peaked(t: int) -> float:
-        return peak * paper_time_step_size(paper_time(t), True) / _PAPER_WARMUP_PEAK
+        # = peak * min(1e-6 t', 1/sqrt t') / 1e-2, written so that t' = 10^4 gives exactly peak.
+        t_paper = paper_time(t)
+        return peak * min(t_paper * 1e-6 / _PAPER_WARMUP_PEAK,
+                          1.0 / (_PAPER_WARMUP_PEAK * math.sqrt(t_paper)))
 
     return peaked
 

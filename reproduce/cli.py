@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only to find the default --results-dir results/<scale>")
     render.add_argument("--results-dir", type=Path, default=None,
                         help="default results/<scale>. Example: --results-dir results/base")
+    render.add_argument(
+        "--base-state", action="store_true",
+        help="frontier: first measure each optimizer's state on Transformer base (one CPU step "
+        "each) where <results-dir>/frontier/base_state_bytes.json lacks it (what `frontier "
+        "--launcher slurm` asks its render job to do)",
+    )
+    render.add_argument("--rows", help="with --base-state: only these optimizers, e.g. "
+                        "--rows adafactor,lion")
     _add_render_outputs(render)
     return parser
 
@@ -334,6 +342,7 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
         cell_ids=pending, results_dir=results_dir, tables_dir=args.tables_dir, tables=tables,
         scale=args.scale, set_args=args.set_args, use_wandb=not args.no_wandb,
         resources=resources, workdir=Path.cwd(), label=args.command,
+        render_extra=_base_state_args(args),
     )
     if args.dry_run:
         print(f"# {plan.cells_path} ({len(plan.cell_ids)} lines):")
@@ -364,6 +373,13 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
     return 1 if missing else 0
 
 
+def _base_state_args(args: argparse.Namespace) -> list[str]:
+    """The render job of a frontier measures the optimizers' state on Transformer base too."""
+    if args.command != "frontier" or args.no_base_state:
+        return []
+    return ["--base-state", *(["--rows", args.rows] if args.rows else [])]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from experiments.grid import get_cell
     from reproduce.overrides import check_overrides, parse_set_args
@@ -391,6 +407,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     tables = _expand(args.tables)
     several = len(tables) > 1
     results_dir = _fetch_wandb(args, tables) if args.source == "wandb" else _results_dir(args)
+    if args.base_state and "frontier" in tables:
+        from experiments.frontier import FRONTIER_ROWS
+        from reproduce.frontier import measure_base_state
+        from reproduce.selection import parse_rows
+
+        rows = parse_rows(args.rows)
+        unknown = [r for r in rows or () if r not in FRONTIER_ROWS]
+        if unknown:
+            raise UsageError(f"unknown frontier optimizer(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(FRONTIER_ROWS)}")
+        measure_base_state(results_dir, rows if rows is not None else FRONTIER_ROWS)
     _render_and_print(tables, results_dir, args.tables_dir, several=several)
     return 0
 

@@ -17,19 +17,21 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from experiments.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, parse_lr_column
+from reproduce.errors import UsageError
 from reproduce.render import provenance, write_atomic
 
 BASE_STATE_FILE = "base_state_bytes.json"
 CSV_COLUMNS = (
     "optimizer", "label", "best_peak", "bleu", "valid_loss", "state_bytes", "state_bytes_base",
     "parameters_base", "state_per_parameter_base", "pareto", "best_at_sweep_edge", "seeds",
-    "sweep", "state", "source",
+    "sweep", "state", "source", "scale", "steps", "bleu_recipe", "bleu_signature",
 )
 
 
@@ -126,7 +128,10 @@ def build_frontier(results: Iterable[dict[str, Any]],
     for result in results:
         if result.get("table") != FRONTIER or result.get("row") not in FRONTIER_OPTIMIZERS:
             continue
-        peak = parse_lr_column(str(result.get("column")))
+        try:
+            peak = parse_lr_column(str(result.get("column")))
+        except ValueError as err:
+            raise UsageError(f"result {result.get('cell_id')!r}: {err}") from err
         runs.setdefault(result["row"], {}).setdefault(peak, []).append(result)
         used.append(result)
     rows = []
@@ -155,19 +160,20 @@ def load_base_state(results_dir: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def measure_base_state(results_dir: Path, names: Sequence[str] = FRONTIER_ROWS,
-                       log: Any = print) -> Path:
+                       log: Callable[[str], Any] | None = None) -> Path:
     """Measure (one CPU step on Transformer base) the optimizers of ``names`` that
     ``<results_dir>/frontier/base_state_bytes.json`` lacks; the file is rewritten atomically
     after each one, so an interrupted run keeps what it measured."""
     from experiments.memory_report import measure_frontier
     from experiments.tracking import atomic_write_json
 
+    log = log or partial(print, flush=True)
     path = Path(results_dir) / FRONTIER / BASE_STATE_FILE
     state = load_base_state(results_dir) or {}
     for name in names:
         if name in state:
             continue
-        log(f"measuring {name}'s optimizer state on Transformer base (one CPU step)", flush=True)
+        log(f"measuring {name}'s optimizer state on Transformer base (one CPU step)")
         measured = measure_frontier("base", name)
         state[name] = {"state_bytes": measured["optimizer_state_bytes"],
                        "parameters": measured["parameters"]}
@@ -233,7 +239,7 @@ def markdown(data: FrontierData) -> str:
         best = row.best
         base = row.base or {}
         per_param = (f"{base['state_bytes'] / 4 / base['parameters']:.4f}"
-                     if base.get("parameters") else "-")
+                     if base.get("parameters") and base.get("state_bytes") is not None else "-")
         peak = "-" if best is None else f"{best.peak:g}" + (" (edge)" if row.at_edge else "")
         lines.append(
             f"| {row.info.label} | {'diverged' if best is None else f'{best.bleu:.1f}'} | "
@@ -271,14 +277,19 @@ def csv_text(data: FrontierData) -> str:
             "state_bytes": row.state_bytes if row.state_bytes is not None else "",
             "state_bytes_base": base.get("state_bytes", ""),
             "parameters_base": base.get("parameters", ""),
-            "state_per_parameter_base": (f"{base['state_bytes'] / 4 / base['parameters']:.6f}"
-                                         if base.get("parameters") else ""),
+            "state_per_parameter_base": (
+                f"{base['state_bytes'] / 4 / base['parameters']:.6f}"
+                if base.get("parameters") and base.get("state_bytes") is not None else ""),
             "pareto": "yes" if row.pareto else "no",
             "best_at_sweep_edge": "" if row.at_edge is None else ("yes" if row.at_edge else "no"),
             "seeds": "" if best is None else len(best.ok_runs),
             "sweep": _sweep_text(row),
             "state": row.info.state,
             "source": row.info.source,
+            "scale": _joined(data.provenance.get("scale", [])),
+            "steps": _joined(data.provenance.get("steps", [])),
+            "bleu_recipe": _joined(data.provenance.get("recipe", [])),
+            "bleu_signature": _joined(data.provenance.get("signature", [])),
         })
     return buffer.getvalue()
 

@@ -201,6 +201,7 @@ def plan_submission(
     workdir: Path,
     python: str | None = None,
     label: str = "",
+    render_extra: Sequence[str] = (),
 ) -> SlurmPlan:
     """Build the scripts (nothing is written or submitted)."""
     results_dir, tables_dir = Path(results_dir).resolve(), Path(tables_dir).resolve()
@@ -216,7 +217,8 @@ def plan_submission(
         run_args += ["--set", item]
     if not use_wandb:
         run_args.append("--no-wandb")
-    render_args = [*tables, "--results-dir", str(results_dir), "--tables-dir", str(tables_dir)]
+    render_args = [*tables, "--results-dir", str(results_dir), "--tables-dir", str(tables_dir),
+                   *render_extra]
     log_dir = script_dir / "logs"
     array_text = array_script(
         cells_file=script_dir / CELLS_FILE, n_cells=len(cell_ids), resources=resources,
