@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.frontier import FRONTIER_OPTIMIZERS
+from experiments.frontier import FRONTIER_OPTIMIZERS, lr_column
 from experiments.tracking import atomic_write_json, load_results
 from reproduce.cli import main
 from reproduce.errors import UsageError
@@ -173,19 +173,21 @@ def test_rows_follow_frontier_order_not_input_order() -> None:
     assert [r.name for r in data.rows] == ["adafactor", "lion", "rmsprop"]
 
 
+# Tiger's planned sweep is (3e-4, 1e-3, 3e-3).
 @pytest.mark.parametrize(
     ("losses", "edge"),
     [
-        ({1e-4: 2.0, 3e-4: 3.0, 1e-3: 4.0}, "yes"),  # best is the smallest peak
-        ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.0}, "yes"),  # best is the largest peak
-        ({1e-4: 4.0, 3e-4: 2.0, 1e-3: 3.0}, "no"),
-        ({3e-4: 2.0}, "no"),  # the middle peak alone: its unrun neighbours are still the ends
-        ({1e-4: 2.0}, "yes"),  # the smallest planned peak alone
-        ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.5, 3e-3: 2.0}, "yes"),  # an extra, larger peak
-        ({1e-4: 4.0, 3e-4: 3.0, 1e-3: 2.0, 3e-3: 2.5}, "no"),  # planned max inside wider sweep
+        ({3e-4: 2.0, 1e-3: 3.0, 3e-3: 4.0}, "yes"),  # best is the smallest peak
+        ({3e-4: 4.0, 1e-3: 3.0, 3e-3: 2.0}, "yes"),  # best is the largest peak
+        ({3e-4: 4.0, 1e-3: 2.0, 3e-3: 3.0}, "no"),
+        ({1e-3: 2.0}, "no"),  # the middle peak alone: its unrun neighbours are still the ends
+        ({3e-4: 2.0}, "yes"),  # the smallest planned peak alone
+        ({3e-4: 4.0, 1e-3: 3.0, 3e-3: 2.5, 1e-2: 2.0}, "yes"),  # an extra, larger peak
+        ({3e-4: 4.0, 1e-3: 3.0, 3e-3: 2.0, 1e-2: 2.5}, "no"),  # planned max inside wider sweep
     ],
 )
 def test_edge_mark(losses: dict[float, float], edge: str) -> None:
+    assert FRONTIER_OPTIMIZERS["tiger"].peaks == (3e-4, 1e-3, 3e-3)
     data = build_frontier([result("tiger", p, valid_loss=v) for p, v in losses.items()])
     got = csv_rows(data)["tiger"]
     assert got["best_at_sweep_edge"] == edge
@@ -364,7 +366,7 @@ def test_frontier_dry_run_lists_the_sweep(tmp_path: Path, capsys) -> None:
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "frontier at scale tiny: 3 cells, 0 already have results" in out
-    for column in ("lr0.0001", "lr0.0003", "lr0.001"):
+    for column in (lr_column(p) for p in FRONTIER_OPTIMIZERS["lion"].peaks):
         assert f"would run: python -m reproduce run frontier/lion/{column}/seed0" in out
 
 
