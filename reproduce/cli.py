@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   python -m reproduce run table2/H/no-warmup/seed0 --scale tiny
   python -m reproduce frontier                     # Adafactor vs 12 other optimizers, tiny
   python -m reproduce frontier --rows adafactor,lion,adam-mini --set steps=200
+  python -m reproduce frontier --seeds 0,1,2       # each point averaged over three seeds
 """
 
 
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_render_outputs(sub)
         sub.add_argument("--rows", help=rows_help)
         if table == "frontier":
+            sub.add_argument(
+                "--seeds", default="0",
+                help="cell seeds, comma-separated; each peak's valid loss and BLEU are averaged "
+                "over them (default 0). Example: --seeds 0,1,2",
+            )
             sub.add_argument(
                 "--no-base-state", action="store_true",
                 help="skip measuring each optimizer's state on Transformer base (about 5 s of "
@@ -273,7 +279,7 @@ def _check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
 def cmd_tables(args: argparse.Namespace) -> int:
     from experiments.frontier import FRONTIER_ROWS
     from reproduce.overrides import check_overrides, parse_set_args
-    from reproduce.selection import has_result, parse_rows, select_cells
+    from reproduce.selection import has_result, parse_rows, parse_seeds, select_cells
 
     tables = _expand([args.command])
     several = len(tables) > 1
@@ -287,7 +293,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)
     results_dir = _results_dir(args)
-    cells = select_cells(tables, parse_rows(args.rows))
+    seeds = parse_seeds(args.seeds) if args.command == "frontier" else [0]
+    cells = select_cells(tables, parse_rows(args.rows), seeds)
     done = [c.cell_id for c in cells if has_result(results_dir, c.cell_id)]
     pending = [c.cell_id for c in cells if c.cell_id not in done]
     _check_existing_results(results_dir, done, args.scale, overrides)

@@ -29,7 +29,8 @@ from reproduce.render import provenance, write_atomic
 
 BASE_STATE_FILE = "base_state_bytes.json"
 CSV_COLUMNS = (
-    "optimizer", "label", "best_peak", "bleu", "valid_loss", "state_bytes", "state_bytes_base",
+    "optimizer", "label", "best_peak", "bleu", "bleu_min", "bleu_max", "valid_loss",
+    "state_bytes", "state_bytes_base",
     "parameters_base", "state_per_parameter_base", "pareto", "best_at_sweep_edge", "seeds",
     "sweep", "state", "source", "scale", "steps", "bleu_recipe", "bleu_signature",
 )
@@ -62,6 +63,11 @@ class SweepPoint:
     @property
     def bleu(self) -> float | None:
         return self._mean("bleu")
+
+    @property
+    def bleu_range(self) -> tuple[float, float] | None:
+        values = [float(r["bleu"]) for r in self.ok_runs]
+        return (min(values), max(values)) if values else None
 
     @property
     def state_bytes(self) -> int | None:
@@ -193,6 +199,15 @@ def _bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _bleu_text(point: SweepPoint | None) -> str:
+    """``15.1``, or ``15.1 (3 seeds: 14.2-16.0)`` when several seeds finished."""
+    if point is None:
+        return "diverged"
+    low, high = point.bleu_range
+    n = len(point.ok_runs)
+    return f"{point.bleu:.1f}" + (f" ({n} seeds: {low:.1f}-{high:.1f})" if n > 1 else "")
+
+
 def _sweep_text(row: FrontierRow) -> str:
     parts = []
     for p in row.sweep:
@@ -217,8 +232,8 @@ def _recipe_lines(data: FrontierData) -> list[str]:
         f"BLEU: sacreBLEU (detokenized) on {_joined(p.get('recipe', []))}; signature: "
         f"{_joined(p.get('signature', []))}.",
         "Each optimizer's point is its best peak step size by final validation loss (on the same "
-        "split as the BLEU); every run uses the paper's warmup schedule shape scaled to that peak "
-        "(experiments/frontier.py).",
+        "split as the BLEU; with several seeds, by their mean); every run uses the paper's warmup "
+        "schedule shape scaled to that peak (experiments/frontier.py).",
     ]
 
 
@@ -242,7 +257,7 @@ def markdown(data: FrontierData) -> str:
                      if base.get("parameters") and base.get("state_bytes") is not None else "-")
         peak = "-" if best is None else f"{best.peak:g}" + (" (edge)" if row.at_edge else "")
         lines.append(
-            f"| {row.info.label} | {'diverged' if best is None else f'{best.bleu:.1f}'} | "
+            f"| {row.info.label} | {_bleu_text(best)} | "
             f"{'-' if best is None else f'{best.valid_loss:.3f}'} | {peak} | "
             f"{_bytes(row.state_bytes)} | {_bytes(base.get('state_bytes'))} | {per_param} | "
             f"{'yes' if row.pareto else ''} | {row.info.state} |"
@@ -273,6 +288,8 @@ def csv_text(data: FrontierData) -> str:
             "label": row.info.label,
             "best_peak": "" if best is None else f"{best.peak:g}",
             "bleu": "diverged" if best is None else f"{best.bleu:.2f}",
+            "bleu_min": "" if best is None else f"{best.bleu_range[0]:.2f}",
+            "bleu_max": "" if best is None else f"{best.bleu_range[1]:.2f}",
             "valid_loss": "" if best is None else f"{best.valid_loss:.4f}",
             "state_bytes": row.state_bytes if row.state_bytes is not None else "",
             "state_bytes_base": base.get("state_bytes", ""),

@@ -37,7 +37,8 @@ def parse_rows(text: str | None) -> list[str] | None:
     return rows
 
 
-def select_cells(tables: Sequence[str], rows: Sequence[str] | None = None) -> list[Cell]:
+def select_cells(tables: Sequence[str], rows: Sequence[str] | None = None,
+                 seeds: Sequence[int] = (0,)) -> list[Cell]:
     """The cells of ``tables`` restricted to ``rows``, in the paper's order, as they are run.
 
     With several tables a row only has to be valid in one of them (``all --rows A`` runs Table 2
@@ -56,12 +57,24 @@ def select_cells(tables: Sequence[str], rows: Sequence[str] | None = None) -> li
         wanted = None if rows is None else [r for r in rows if r in valid_rows(table)]
         if wanted == []:
             continue
-        for cell in table_cells(table, wanted):
+        for cell in table_cells(table, wanted, seeds):
             runnable = source_cell(cell)
             if runnable.cell_id not in seen:
                 seen.add(runnable.cell_id)
                 cells.append(runnable)
     return cells
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything but distinct non-negative ints is a UsageError."""
+    seeds = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item.isdigit() or str(int(item)) != item:
+            raise UsageError(f"--seeds {text!r}: expected non-negative integers such as 0,1,2")
+        seeds.append(int(item))
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r} repeats a seed")
+    return seeds
 
 
 def source_cell(cell: Cell) -> Cell:

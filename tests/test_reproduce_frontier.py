@@ -28,6 +28,7 @@ from reproduce.frontier import (
     write_frontier_files,
 )
 from reproduce.publish import render_tables
+from reproduce.selection import parse_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -145,6 +146,24 @@ def test_seeds_of_one_peak_are_averaged() -> None:
     assert row.best.bleu == pytest.approx(15.0)
     got = csv_rows(data)["adamw"]
     assert (got["bleu"], got["valid_loss"], got["seeds"]) == ("15.00", "2.5000", "2")
+    assert (got["bleu_min"], got["bleu_max"]) == ("10.00", "20.00")
+    assert "| 15.0 (2 seeds: 10.0-20.0) |" in md_row(markdown(data), "AdamW")
+
+
+@pytest.mark.parametrize("text", ["0,x", "-1", "0,0", "", "01"])
+def test_bad_seeds_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="--seeds"):
+        parse_seeds(text)
+
+
+def test_frontier_seeds_select_one_cell_per_peak_and_seed(tmp_path: Path, capsys) -> None:
+    assert main(["frontier", "--rows", "tiger", "--seeds", "0,2", "--results-dir",
+                 str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "6 cells" in out
+    for peak in FRONTIER_OPTIMIZERS["tiger"].peaks:
+        for seed in (0, 2):
+            assert f"frontier/tiger/{lr_column(peak)}/seed{seed} " in out
 
 
 def test_pareto_marks() -> None:
@@ -391,9 +410,8 @@ def test_frontier_command_end_to_end(tmp_path: Path) -> None:
     assert not (res / "frontier" / BASE_STATE_FILE).exists()  # --no-base-state
 
     results = load_results(res)
-    assert sorted(r["cell_id"] for r in results) == [
-        "frontier/tiger/lr0.0001/seed0", "frontier/tiger/lr0.0003/seed0",
-        "frontier/tiger/lr0.001/seed0"]
+    assert sorted(r["cell_id"] for r in results) == sorted(
+        f"frontier/tiger/{lr_column(p)}/seed0" for p in FRONTIER_OPTIMIZERS["tiger"].peaks)
     assert {r["steps"] for r in results if r["status"] == "ok"} <= {12}
     config = json.loads((res / "frontier/tiger/lr0.001/seed0/config.json").read_text())
     assert config["model"]["kernel_layout"] == "out_in"
