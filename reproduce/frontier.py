@@ -290,7 +290,7 @@ def csv_text(data: FrontierData) -> str:
             "bleu": "diverged" if best is None else f"{best.bleu:.2f}",
             "bleu_min": "" if best is None else f"{best.bleu_range[0]:.2f}",
             "bleu_max": "" if best is None else f"{best.bleu_range[1]:.2f}",
-            "valid_loss": "" if best is None else f"{best.valid_loss:.4f}",
+            "valid_loss": "" if best is None else f"{best.valid_loss:.6f}",
             "state_bytes": row.state_bytes if row.state_bytes is not None else "",
             "state_bytes_base": base.get("state_bytes", ""),
             "parameters_base": base.get("parameters", ""),

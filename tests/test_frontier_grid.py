@@ -37,13 +37,14 @@ def test_frontier_rows_are_the_thirteen_optimizers() -> None:
         assert name in FRONTIER_ROWS
 
 
-def test_table_cells_has_three_peaks_per_optimizer_in_row_order() -> None:
+def test_table_cells_has_each_sweep_in_row_order() -> None:
     cells = table_cells("frontier")
-    assert len(cells) == 3 * len(FRONTIER_ROWS)
-    assert [c.row for c in cells] == [r for r in FRONTIER_ROWS for _ in range(3)]
+    sizes = {name: len(FRONTIER_OPTIMIZERS[name].peaks) for name in FRONTIER_ROWS}
+    assert len(cells) == sum(sizes.values())
+    assert [c.row for c in cells] == [r for r in FRONTIER_ROWS for _ in range(sizes[r])]
     for name in FRONTIER_ROWS:
         peaks = FRONTIER_OPTIMIZERS[name].peaks
-        assert len(set(peaks)) == 3 and list(peaks) == sorted(peaks)
+        assert len(set(peaks)) >= 3 and list(peaks) == sorted(peaks)
         mine = [c for c in cells if c.row == name]
         assert [c.column for c in mine] == [lr_column(p) for p in peaks]
         assert [c.schedule["peak"] for c in mine] == list(peaks)

@@ -79,7 +79,7 @@ def test_best_peak_is_the_lowest_valid_loss_not_the_highest_bleu() -> None:
     (row,) = data.rows
     assert row.best.peak == 3e-3
     got = csv_rows(data)["adam"]
-    assert (got["best_peak"], got["bleu"], got["valid_loss"]) == ("0.003", "8.00", "2.5000")
+    assert (got["best_peak"], got["bleu"], got["valid_loss"]) == ("0.003", "8.00", "2.500000")
     assert got["best_at_sweep_edge"] == "no" and got["seeds"] == "1"
     assert got["state_bytes"] == "111"
     assert got["sweep"] == "0.001: 3.000 / 10.0; 0.003: 2.500 / 8.0; 0.01: 2.800 / 15.0"
@@ -145,7 +145,7 @@ def test_seeds_of_one_peak_are_averaged() -> None:
     assert row.best.valid_loss == pytest.approx(2.5)
     assert row.best.bleu == pytest.approx(15.0)
     got = csv_rows(data)["adamw"]
-    assert (got["bleu"], got["valid_loss"], got["seeds"]) == ("15.00", "2.5000", "2")
+    assert (got["bleu"], got["valid_loss"], got["seeds"]) == ("15.00", "2.500000", "2")
     assert (got["bleu_min"], got["bleu_max"]) == ("10.00", "20.00")
     assert "| 15.0 (2 seeds: 10.0-20.0) |" in md_row(markdown(data), "AdamW")
 
