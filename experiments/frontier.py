@@ -50,8 +50,8 @@ them. Every other best peak is the same with one seed and with three.
 
 Read tiny-scale rankings as speed over the first 400 steps of 1,024-token batches, not as final
 quality: every best-peak run's validation loss is still falling at the end (seed 0, step 300 to
-400: Adam 1.95 -> 1.47, Lion 2.84 -> 2.65, Tiger 2.76 -> 2.44, LAMB 2.64 -> 2.19; LAMB and Lion
-at their 3-seed best peak, 0.03 and 0.003), and the sign-based methods
+400 at the best peaks: Adam 1.95 -> 1.47, Lion 2.84 -> 2.65, Tiger 2.76 -> 2.44, LAMB 2.42 ->
+2.20, SGD 2.54 -> 2.28), and the sign-based methods
 (Lion, Tiger), LAMB and SGD are known to need bigger batches or longer runs than this. Adafactor's
 peaks are relative step sizes rho (Table 2 row O/P settings, parameter scaling on).
 """
