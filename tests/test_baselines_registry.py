@@ -173,3 +173,46 @@ def test_every_baseline_names_its_source_and_state() -> None:
         assert "not installed" not in source, f"{name}: {source}"
         assert baseline.constructor.split(".")[-1] in source
         assert baseline.state
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_checkpoint_round_trip_continues_identically(name: str, tmp_path) -> None:
+    """A requeued run restores the optimizer from a weights-only checkpoint and must go on exactly
+    as an uninterrupted run."""
+
+    def fresh():
+        model, cfg = _model()
+        return model, build_optimizer(model.named_parameters(), {"name": name},
+                                      {"kind": "peak", "peak": 1e-3}, model_cfg=cfg)
+
+    torch.manual_seed(5)
+    batches = [(torch.randint(4, VOCAB, (3, 7)), torch.randint(4, VOCAB, (3, 8)))
+               for _ in range(4)]
+
+    def step(model, optimizer, batch) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3
+        src, tgt = batch
+        loss, _, n = label_smoothed_cross_entropy(model(src, tgt[:, :-1]), tgt[:, 1:], 0.1, 0)
+        optimizer.zero_grad()
+        (loss / n).backward()
+        optimizer.step()
+
+    straight, straight_opt = fresh()
+    for batch in batches:
+        step(straight, straight_opt, batch)
+
+    first, first_opt = fresh()
+    for batch in batches[:2]:
+        step(first, first_opt, batch)
+    torch.save({"model": first.state_dict(), "optimizer": first_opt.state_dict()},
+               tmp_path / "ckpt.pt")
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    resumed, resumed_opt = fresh()
+    resumed.load_state_dict(ckpt["model"])
+    resumed_opt.load_state_dict(ckpt["optimizer"])
+    for batch in batches[2:]:
+        step(resumed, resumed_opt, batch)
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                           strict=True):
+        assert torch.equal(a, b), f"{name}: {key} differs after resume"
