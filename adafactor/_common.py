@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -72,3 +73,25 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     if x.numel() == 0:
         return x.new_zeros(())
     return torch.linalg.vector_norm(x) / (x.numel() ** 0.5)
+
+
+def is_real(value: Any) -> bool:
+    """A finite int or float (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_hyperparameter(owner: str, name: str, value: Any, ok: bool, expected: str) -> None:
+    """Raise ValueError naming the optimizer, the hyperparameter and what it must be."""
+    if not ok:
+        raise ValueError(f"{owner}: invalid {name}={value!r}; expected {expected}")
+
+
+def check_dense_float_parameter(owner: str, p: torch.Tensor) -> None:
+    """Raise RuntimeError for a sparse gradient or a non-float parameter (neither is supported)."""
+    if p.grad is not None and p.grad.is_sparse:
+        raise RuntimeError(
+            f"{owner} does not support sparse gradients (got one for a parameter of shape "
+            f"{tuple(p.shape)}); use a dense embedding (sparse=False)"
+        )
+    if not p.is_floating_point():
+        raise RuntimeError(f"{owner}: parameter of dtype {p.dtype} is not a float")

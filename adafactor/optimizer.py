@@ -52,7 +52,17 @@ from typing import Any
 
 import torch
 
-from ._common import FactorMode, GroupHyper, StepScalars, TensorStats, factor_mode, state_shapes
+from ._common import (
+    FactorMode,
+    GroupHyper,
+    StepScalars,
+    TensorStats,
+    check_dense_float_parameter,
+    check_hyperparameter,
+    factor_mode,
+    is_real,
+    state_shapes,
+)
 from .fast import DEFAULT_CHUNK_NUMEL, fast_update
 from .reference import reference_update
 from .schedules import relative_step_size, second_moment_decay
@@ -60,13 +70,11 @@ from .schedules import relative_step_size, second_moment_decay
 _IMPLEMENTATIONS = ("fast", "reference")
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_is_real = is_real
 
 
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"Adafactor: invalid {name}={value!r}; expected {expected}")
+    check_hyperparameter("Adafactor", name, value, ok, expected)
 
 
 def validate_group(group: Mapping[str, Any]) -> None:
@@ -216,13 +224,7 @@ class Adafactor(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        "Adafactor does not support sparse gradients (got one for a parameter of "
-                        f"shape {tuple(p.shape)}); use a dense embedding (sparse=False)"
-                    )
-                if not p.is_floating_point():
-                    raise RuntimeError(f"Adafactor: parameter of dtype {p.dtype} is not a float")
+                check_dense_float_parameter("Adafactor", p)
                 state = self.state[p]
                 if not state:
                     self._init_state(p, group, state)

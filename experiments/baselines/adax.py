@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from adafactor._common import check_dense_float_parameter, check_hyperparameter, is_real
+
 __all__ = ["AdaX", "second_moment_coefficients"]
 
 # Above this exponent math.expm1 would overflow float64 (max ~ e^709.78); there 1 / B_t equals
@@ -67,13 +69,11 @@ def second_moment_coefficients(step: int, beta2: float) -> tuple[float, float]:
     return 1.0 - b, b
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_is_real = is_real
 
 
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"AdaX: invalid {name}={value!r}; expected {expected}")
+    check_hyperparameter("AdaX", name, value, ok, expected)
 
 
 def _validate_group(group: dict[str, Any]) -> None:
@@ -140,13 +140,7 @@ class AdaX(torch.optim.Optimizer):
                 grad = p.grad
                 if grad is None:
                     continue
-                if grad.is_sparse:
-                    raise RuntimeError(
-                        "AdaX does not support sparse gradients (got one for a parameter of "
-                        f"shape {tuple(p.shape)}); use a dense embedding (sparse=False)"
-                    )
-                if not p.is_floating_point():
-                    raise RuntimeError(f"AdaX: parameter of dtype {p.dtype} is not a float")
+                check_dense_float_parameter("AdaX", p)
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
