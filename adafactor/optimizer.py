@@ -70,9 +70,6 @@ from .schedules import relative_step_size, second_moment_decay
 _IMPLEMENTATIONS = ("fast", "reference")
 
 
-_is_real = is_real
-
-
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
     check_hyperparameter("Adafactor", name, value, ok, expected)
 
@@ -80,20 +77,20 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 def validate_group(group: Mapping[str, Any]) -> None:
     """Raise ValueError naming the first invalid hyperparameter of a parameter group."""
     lr = group["lr"]
-    _check("lr", lr, lr is None or (_is_real(lr) and lr >= 0), "None (relative step) or >= 0")
+    _check("lr", lr, lr is None or (is_real(lr) and lr >= 0), "None (relative step) or >= 0")
     b1 = group["beta1"]
-    _check("beta1", b1, b1 is None or (_is_real(b1) and 0 <= b1 < 1), "None or 0 <= beta1 < 1")
+    _check("beta1", b1, b1 is None or (is_real(b1) and 0 <= b1 < 1), "None or 0 <= beta1 < 1")
     b2 = group["beta2"]
-    _check("beta2", b2, b2 is None or (_is_real(b2) and 0 < b2 < 1), "None or 0 < beta2 < 1")
+    _check("beta2", b2, b2 is None or (is_real(b2) and 0 < b2 < 1), "None or 0 < beta2 < 1")
     c = group["decay_exponent"]
     _check(
         "decay_exponent",
         c,
-        _is_real(c) and 0 < c <= 1,
+        is_real(c) and 0 < c <= 1,
         "0 < c <= 1 (beta2hat_t = 1 - t^-c; past gradients fade out only for c <= 1)",
     )
     d = group["clip_threshold"]
-    _check("clip_threshold", d, d is None or (_is_real(d) and d > 0), "None or > 0")
+    _check("clip_threshold", d, d is None or (is_real(d) and d > 0), "None or > 0")
     f = group["factored"]
     ok = f is True or f is False or f in ("row", "col")
     _check("factored", f, ok, 'True, False, "row" or "col"')
@@ -110,11 +107,11 @@ def validate_group(group: Mapping[str, Any]) -> None:
         eps,
         isinstance(eps, (tuple, list))
         and len(eps) == 2
-        and all(_is_real(e) and e >= 0 for e in eps),
+        and all(is_real(e) and e >= 0 for e in eps),
         "a pair (eps1, eps2) of finite numbers >= 0",
     )
     wd = group["weight_decay"]
-    _check("weight_decay", wd, _is_real(wd) and wd >= 0, "a finite number >= 0")
+    _check("weight_decay", wd, is_real(wd) and wd >= 0, "a finite number >= 0")
     md = group["min_dim_size_to_factor"]
     _check(
         "min_dim_size_to_factor",
@@ -208,7 +205,7 @@ class Adafactor(torch.optim.Optimizer):
         all_scalars: list[StepScalars] = []
         for group in self.param_groups:
             lr = group["lr"]
-            if lr is not None and (not _is_real(lr) or lr < 0):  # an LR scheduler may set it
+            if lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
                 raise ValueError(f"Adafactor: invalid lr={lr!r} in param_group; expected >= 0")
             eps1, eps2 = group["eps"]
             hp = GroupHyper(

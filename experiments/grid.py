@@ -309,7 +309,7 @@ def get_cell(cell_id: str) -> Cell:
     if table == "frontier":
         from experiments.frontier import frontier_cell, parse_lr_column
 
-        return frontier_cell(row, parse_lr_column(column), int(seed_text[4:]))
+        return frontier_cell(row, parse_lr_column(column), int(digits))
     columns = TABLE3_COLUMNS if table == "table3" else WARMUP_COLUMNS
     if column not in columns:
         raise ValueError(

@@ -277,7 +277,6 @@ def _check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from experiments.frontier import FRONTIER_ROWS
     from reproduce.overrides import check_overrides, parse_set_args
     from reproduce.selection import has_result, parse_rows, parse_seeds, select_cells
 
@@ -320,10 +319,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
         failed = [o for o in outcomes if o.status == "failed"]
         print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
     if tables == ["frontier"] and not args.no_base_state:
-        from reproduce.frontier import measure_base_state
-
-        rows = parse_rows(args.rows)
-        measure_base_state(results_dir, rows if rows is not None else FRONTIER_ROWS)
+        _measure_base_state(results_dir, args.rows)
     _render_and_print(tables, results_dir, args.tables_dir, several=several)
     for outcome in failed:
         print(f"FAILED {outcome.cell_id}: {outcome.error}", file=sys.stderr)
@@ -380,6 +376,21 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
     return 1 if missing else 0
 
 
+def _measure_base_state(results_dir: Path, rows_text: str | None) -> None:
+    """Measure the Transformer-base optimizer state of the frontier optimizers in ``--rows``
+    (all by default) that ``<results_dir>/frontier/base_state_bytes.json`` lacks."""
+    from experiments.frontier import FRONTIER_ROWS
+    from reproduce.frontier import measure_base_state
+    from reproduce.selection import parse_rows
+
+    rows = parse_rows(rows_text)
+    unknown = [r for r in rows or () if r not in FRONTIER_ROWS]
+    if unknown:
+        raise UsageError(f"unknown frontier optimizer(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(FRONTIER_ROWS)}")
+    measure_base_state(results_dir, rows if rows is not None else FRONTIER_ROWS)
+
+
 def _base_state_args(args: argparse.Namespace) -> list[str]:
     """The render job of a frontier measures the optimizers' state on Transformer base too."""
     if args.command != "frontier" or args.no_base_state:
@@ -415,16 +426,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     several = len(tables) > 1
     results_dir = _fetch_wandb(args, tables) if args.source == "wandb" else _results_dir(args)
     if args.base_state and "frontier" in tables:
-        from experiments.frontier import FRONTIER_ROWS
-        from reproduce.frontier import measure_base_state
-        from reproduce.selection import parse_rows
-
-        rows = parse_rows(args.rows)
-        unknown = [r for r in rows or () if r not in FRONTIER_ROWS]
-        if unknown:
-            raise UsageError(f"unknown frontier optimizer(s) {', '.join(map(repr, unknown))}; "
-                             f"valid: {', '.join(FRONTIER_ROWS)}")
-        measure_base_state(results_dir, rows if rows is not None else FRONTIER_ROWS)
+        _measure_base_state(results_dir, args.rows)
     _render_and_print(tables, results_dir, args.tables_dir, several=several)
     return 0
 

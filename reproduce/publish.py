@@ -7,7 +7,13 @@ from pathlib import Path
 
 from experiments.tracking import load_results
 from reproduce.errors import UsageError
-from reproduce.frontier import FrontierData, build_frontier, load_base_state, write_frontier_files
+from reproduce.frontier import (
+    FrontierData,
+    build_frontier,
+    load_base_state,
+    write_frontier_files,
+)
+from reproduce.frontier import markdown as frontier_markdown
 from reproduce.metrics import read_metrics
 from reproduce.plots import plot_update_rms, plot_valid_loss
 from reproduce.render import TableData, build_table, markdown, write_table_files
@@ -71,7 +77,5 @@ def render_tables(
 def table_markdown(data: TableData | FrontierData) -> str:
     """The markdown of a rendered table or of the frontier."""
     if isinstance(data, FrontierData):
-        from reproduce.frontier import markdown as frontier_markdown
-
         return frontier_markdown(data)
     return markdown(data)

@@ -69,9 +69,6 @@ def second_moment_coefficients(step: int, beta2: float) -> tuple[float, float]:
     return 1.0 - b, b
 
 
-_is_real = is_real
-
-
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
     check_hyperparameter("AdaX", name, value, ok, expected)
 
@@ -79,11 +76,11 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 def _validate_group(group: dict[str, Any]) -> None:
     lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
     eps, wd = group["eps"], group["weight_decay"]
-    _check("lr", lr, _is_real(lr) and lr >= 0, "a finite number >= 0")
-    _check("beta1", beta1, _is_real(beta1) and 0 <= beta1 < 1, "0 <= beta1 < 1")
-    _check("beta2", beta2, _is_real(beta2) and beta2 > 0, "a finite number > 0")
-    _check("eps", eps, _is_real(eps) and eps >= 0, "a finite number >= 0")
-    _check("weight_decay", wd, _is_real(wd) and wd >= 0, "a finite number >= 0")
+    _check("lr", lr, is_real(lr) and lr >= 0, "a finite number >= 0")
+    _check("beta1", beta1, is_real(beta1) and 0 <= beta1 < 1, "0 <= beta1 < 1")
+    _check("beta2", beta2, is_real(beta2) and beta2 > 0, "a finite number > 0")
+    _check("eps", eps, is_real(eps) and eps >= 0, "a finite number >= 0")
+    _check("weight_decay", wd, is_real(wd) and wd >= 0, "a finite number >= 0")
 
 
 class AdaX(torch.optim.Optimizer):

@@ -96,9 +96,8 @@ BASELINES: dict[str, Baseline] = {
 }
 
 
-def _settings(baseline: Baseline, spec: dict[str, Any]) -> dict[str, Any]:
-    """Defaults updated with ``spec``, each key checked against the constructor's keywords."""
-    cls = baseline.optimizer_class()
+def _settings(baseline: Baseline, cls: type, spec: dict[str, Any]) -> dict[str, Any]:
+    """Defaults updated with ``spec``, each key checked against ``cls``'s keywords."""
     accepted = [
         name for name, p in inspect.signature(cls.__init__).parameters.items()
         if name not in ("self", "params", "named_parameters", "lr")
@@ -144,8 +143,8 @@ def build_baseline(
     if name not in BASELINES:
         raise ValueError(f"unknown baseline optimizer {name!r}; valid: {', '.join(BASELINES)}")
     baseline = BASELINES[name]
-    settings = _settings(baseline, spec)
     cls = baseline.optimizer_class()
+    settings = _settings(baseline, cls, spec)
     named = list(named_parameters)
     if name == "adam-mini":
         return _adam_mini(cls, named, settings, model_cfg)
