@@ -45,3 +45,12 @@ def second_moment_decay(t: int, beta2: float | None, decay_exponent: float) -> f
     if beta2 is None:
         return decay_power(t, decay_exponent)
     return adam_decay_correction(t, beta2)
+
+
+def paper_step_size_at(t: float, warmup: bool) -> float:
+    """s_t of Table 2 at a real-valued step t >= 1 (a rescaled time may fall between integers):
+    min(1e-6 t, 1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without; at an int t it equals
+    ``paper_step_size(t, warmup)`` exactly."""
+    if isinstance(t, bool) or not isinstance(t, int | float) or not t >= 1:
+        raise ValueError(f"paper time must be a number >= 1, got {t!r}")
+    return min(1e-6 * t if warmup else 1e-2, 1.0 / math.sqrt(t))

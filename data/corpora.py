@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.embedded import embedded_splits
+
 log = logging.getLogger(__name__)
 
 CORPUS_NAMES = ("embedded", "multi30k", "local", "wmt14")
@@ -275,6 +277,16 @@ def load_multi30k_hub() -> ParallelCorpus:
 # ----------------------------------------------------------------------------- entry point
 
 
+def load_embedded() -> ParallelCorpus:
+    """The synthetic embedded corpus (data.embedded) as a ParallelCorpus."""
+    splits = {
+        name: ParallelText([en for en, _ in pairs], [de for _, de in pairs],
+                           origin=f"embedded/{name}")
+        for name, pairs in embedded_splits().items()
+    }
+    return ParallelCorpus(name="embedded", splits=splits)
+
+
 def load_corpus(name: str, path: str | Path | None = None) -> ParallelCorpus:
     """Load a corpus by name.
 
@@ -290,9 +302,7 @@ def load_corpus(name: str, path: str | Path | None = None) -> ParallelCorpus:
     if name == "embedded":
         if path is not None:
             raise CorpusError("the embedded corpus ships in the package; do not pass a path")
-        from data.embedded import embedded_corpus
-
-        return embedded_corpus()
+        return load_embedded()
     if name == "local":
         if path is None:
             raise CorpusError(

@@ -1,8 +1,7 @@
 """The paper's tables as data: every cell of Tables 1-3 with a stable id and the paper's BLEU.
 
-A cell id is ``<table>/<row>/<column>/seed<k>``, e.g. ``table2/H/no-warmup/seed0``
-(the frontier grid of other optimizers, ``frontier/<optimizer>/lr<peak>/seed<k>``, lives in
-experiments.frontier):
+A cell id is ``<table>/<row>/<column>/seed<k>``, e.g. ``table2/H/no-warmup/seed0``; each table is
+a provider (experiments.cells) registered in experiments.tables:
 
 - Tables 1 and 2: the column is ``warmup`` or ``no-warmup`` (s_t = min(1e-6 t, 1/sqrt t) or
   min(1e-2, 1/sqrt t)); rows A..P are Adafactor/Adam variants, Q1..Q6 SGD with lr = k s_t.
@@ -18,63 +17,22 @@ Optimizer and schedule are plain dicts so that config.json shows exactly what a 
   ``relative`` is rho_t = multiplier * s_t with parameter scaling; ``sgd`` is lr = multiplier * s_t;
   ``vaswani`` is d_model^-0.5 min(t^-0.5, t warmup^-1.5).
 
-Numbers in ``paper_bleu`` are transcribed from ../shared/PAPER.md section 2 (the paper's PDF).
+Numbers in ``paper_bleu`` are transcribed from the paper's Tables 1-3 (docs/paper.md).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-TABLES = ("table1", "table2", "table3")
+from experiments.cells import Cell, TableProvider, check_column, grid_columns
+
 WARMUP_COLUMNS = ("warmup", "no-warmup")
 TABLE3_ROWS = ("clever", "naive1", "naive2")
 TABLE3_COLUMNS = ("adam", "adafactor")
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One grid cell: what to train and what the paper reported for it."""
-
-    table: str
-    row: str
-    column: str
-    seed: int
-    warmup: bool
-    optimizer: dict[str, Any]
-    schedule: dict[str, Any]
-    paper_bleu: float | str | None
-    description: str
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    # Multipliers on the scale preset's steps and max_tokens (Table 3: 50k steps, 16,384 tokens).
-    steps_factor: float = 1.0
-    max_tokens_factor: float = 1.0
-
-    @property
-    def cell_id(self) -> str:
-        return f"{self.table}/{self.row}/{self.column}/seed{self.seed}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "cell_id": self.cell_id,
-            "table": self.table,
-            "row": self.row,
-            "column": self.column,
-            "seed": self.seed,
-            "warmup": self.warmup,
-            "optimizer": copy.deepcopy(self.optimizer),
-            "schedule": copy.deepcopy(self.schedule),
-            "paper_bleu": self.paper_bleu,
-            "description": self.description,
-            "model_overrides": copy.deepcopy(self.model_overrides),
-            "steps_factor": self.steps_factor,
-            "max_tokens_factor": self.max_tokens_factor,
-        }
-
-
-# --- Table 2 rows: optimizer switches (PAPER.md section 2, Table 2) ----------------------------
+# --- Table 2 rows: optimizer switches (the paper's Table 2) ----------------------------
 
 _ADAM_LIKE = {  # Adafactor code path acting as Adam without momentum: rows A, C-J (beta2 constant).
     "name": "adafactor",
@@ -145,7 +103,7 @@ for _row, _k in _SGD_MULTIPLIERS.items():
 
 TABLE2_ROWS: tuple[str, ...] = tuple(_TABLE2_ROWS)
 
-# (with warmup, no warmup), PAPER.md Table 2.
+# (with warmup, no warmup), the paper's Table 2.
 _TABLE2_BLEU: dict[str, tuple[float | str, float | str]] = {
     "A": (25.6, 0.1),
     "B": (25.4, 23.1),
@@ -247,80 +205,55 @@ def table2_row_optimizer(row: str) -> dict[str, Any]:
     return copy.deepcopy(_TABLE2_ROWS[row][0])
 
 
-def valid_rows(table: str) -> tuple[str, ...]:
-    if table == "frontier":
-        from experiments.frontier import FRONTIER_ROWS
-
-        return FRONTIER_ROWS
-    if table == "table1":
-        return TABLE1_ROWS
-    if table == "table2":
-        return TABLE2_ROWS
-    if table == "table3":
-        return TABLE3_ROWS
-    raise ValueError(f"unknown table {table!r}; valid tables: {', '.join(TABLES)}, frontier")
 
 
-def table_cells(
-    table: str, rows: Sequence[str] | None = None, seeds: Sequence[int] = (0,)
-) -> list[Cell]:
-    """Cells of one table in the paper's order (row, then column, then seed)."""
-    known = valid_rows(table)
-    if isinstance(rows, str):
-        rows = [rows]
-    selected = list(known) if rows is None else list(rows)
-    unknown = [r for r in selected if r not in known]
-    if unknown:
-        raise ValueError(
-            f"unknown row(s) {', '.join(map(repr, unknown))} for {table}; valid rows: "
-            f"{', '.join(known)}"
-        )
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if table == "frontier":
-        from experiments.frontier import frontier_cells
+def _build_table2(table: str) -> Any:
+    def build(row: str, column: str, seed: int) -> Cell:
+        check_column(table, column, WARMUP_COLUMNS)
+        return _table2_cell(table, row, column == "warmup", seed)
 
-        return frontier_cells(selected, seeds)
-    cells = []
-    for row in selected:
-        if table == "table3":
-            cells += [_table3_cell(row, c, s) for c in TABLE3_COLUMNS for s in seeds]
-        else:
-            cells += [_table2_cell(table, row, w, s) for w in (True, False) for s in seeds]
-    return cells
+    return build
 
 
-def get_cell(cell_id: str) -> Cell:
-    """The cell with this id, e.g. ``table2/H/no-warmup/seed0``."""
-    parts = cell_id.split("/")
-    if len(parts) != 4:
-        raise ValueError(
-            f"cell id {cell_id!r} must look like '<table>/<row>/<column>/seed<k>', "
-            "e.g. 'table2/H/no-warmup/seed0'"
-        )
-    table, row, column, seed_text = parts
-    known = valid_rows(table)
-    if row not in known:
-        raise ValueError(f"unknown row {row!r} for {table}; valid rows: {', '.join(known)}")
-    digits = seed_text[4:]
-    if not (seed_text.startswith("seed") and digits.isdigit() and str(int(digits)) == digits):
-        raise ValueError(f"bad seed part {seed_text!r} in cell id {cell_id!r}; expected 'seed<k>'")
-    if table == "frontier":
-        from experiments.frontier import frontier_cell, parse_lr_column
-
-        return frontier_cell(row, parse_lr_column(column), int(digits))
-    columns = TABLE3_COLUMNS if table == "table3" else WARMUP_COLUMNS
-    if column not in columns:
-        raise ValueError(
-            f"unknown column {column!r} for {table}; valid columns: {', '.join(columns)}"
-        )
-    seed = int(digits)
-    if table == "table3":
-        return _table3_cell(row, column, seed)
-    return _table2_cell(table, row, column == "warmup", seed)
+def _build_table3(row: str, column: str, seed: int) -> Cell:
+    check_column("table3", column, TABLE3_COLUMNS)
+    return _table3_cell(row, column, seed)
 
 
-def all_cells(seeds: Sequence[int] = (0,)) -> list[Cell]:
-    """Every cell of every table."""
-    return [c for t in TABLES for c in table_cells(t, seeds=seeds)]
+_ROWS_HELP = ("only these rows, comma-separated (Table 2: A..P, Q1..Q6; Table 3: clever, naive1, "
+              "naive2). Example: --rows A,B,Q3")
+COLUMN_TITLES = {"warmup": "with warmup", "no-warmup": "no warmup", "adam": "Adam",
+                 "adafactor": "Adafactor"}
+
+
+def _paper_table(name: str, title: str, rows: tuple[str, ...], **fields: Any) -> TableProvider:
+    return TableProvider(
+        name=name, rows=rows, kind="grid", in_all=True, rows_help=_ROWS_HELP,
+        help=f"run the missing cells of {title}, then render it",
+        description=f"Run every cell of {title} that has no result.json yet, then render "
+        "paper_tables/ and print the table.",
+        column_titles=COLUMN_TITLES, **fields,
+    )
+
+
+TABLE1 = _paper_table(
+    "table1", "Table 1", TABLE1_ROWS, row_columns=grid_columns(WARMUP_COLUMNS),
+    build_cell=_build_table2("table1"), source="table2", agreement_rows=TABLE1_ROWS,
+    update_rms_plot=True,
+    caption="Table 1: slow (beta2 = 0.999, row A) vs fast (beta2 = 0.9, row G) second-moment "
+    "decay, with and without step-size warmup (an excerpt of Table 2).",
+)
+TABLE2 = _paper_table(
+    "table2", "Table 2", TABLE2_ROWS, row_columns=grid_columns(WARMUP_COLUMNS),
+    build_cell=_build_table2("table2"), update_rms_plot=True,
+    agreement_rows=tuple(r for r in TABLE2_ROWS if r not in _SGD_MULTIPLIERS),  # A-P, 32 cells
+    caption="Table 2: BLEU per optimizer variant, with and without warmup (s_t = min(1e-6 t, "
+    "1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without).",
+)
+TABLE3 = _paper_table(
+    "table3", "Table 3", TABLE3_ROWS, row_columns=grid_columns(TABLE3_COLUMNS),
+    build_cell=_build_table3, agreement_rows=TABLE3_ROWS,
+    caption="Table 3: relative step sizes are more resilient to differently-scaled embedding "
+    "parameters (untied embeddings).",
+)
+PROVIDERS = (TABLE1, TABLE2, TABLE3)

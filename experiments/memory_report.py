@@ -6,6 +6,8 @@ row's optimizer exactly as a grid cell does, takes one real optimizer step on CP
 backward pass over a small random batch) and reports ``adafactor.optimizer_state_bytes``: the bytes
 of every tensor in the optimizer's state after that step. ``--frontier`` does the same for every
 optimizer of the frontier grid (experiments.frontier), with the frontier's model settings.
+``measure_base_state`` keeps the frontier's Transformer-base numbers in
+``<results_dir>/frontier/base_state_bytes.json`` for paper_tables/frontier.md.
 """
 
 from __future__ import annotations
@@ -13,25 +15,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from adafactor import optimizer_state_bytes
-from experiments.frontier import FRONTIER_OPTIMIZERS, FRONTIER_ROWS, frontier_cell
-from experiments.grid import Cell, get_cell
+from experiments.cells import Cell
+from experiments.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, frontier_cell
+from experiments.grid import TABLE2
 from experiments.optimizers import build_optimizer
 from experiments.scales import scale_preset
+from experiments.tracking import atomic_write_json
 from models.loss import label_smoothed_cross_entropy
 from models.presets import model_config
 from models.transformer import Transformer
 
 DEFAULT_ROWS = ("B", "A", "C", "J", "O", "P")
+BASE_STATE_FILE = "base_state_bytes.json"
 
 
 def measure(scale: str, row: str, *, batch: int = 2, length: int = 8) -> dict[str, Any]:
     """State bytes of Table 2 ``row``'s optimizer on ``scale``'s model after one CPU step."""
-    cell = get_cell(f"table2/{row}/warmup/seed0")
+    cell = TABLE2.cell(row, "warmup", 0)
     return {"row": row, **measure_cell(scale, cell, batch=batch, length=length)}
 
 
@@ -69,6 +77,40 @@ def measure_cell(scale: str, cell: Cell, *, batch: int = 2, length: int = 8) -> 
         "optimizer_state_bytes": state,
         "state_bytes_per_parameter": state / n_params,
     }
+
+
+def base_state_path(results_dir: Path) -> Path:
+    return Path(results_dir) / FRONTIER / BASE_STATE_FILE
+
+
+def load_base_state(results_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """The frontier optimizers' state on Transformer base, as measured so far (None: never)."""
+    path = base_state_path(results_dir)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def measure_base_state(results_dir: Path, names: Sequence[str] | None = None,
+                       log: Callable[[str], Any] | None = None) -> Path:
+    """Measure (one CPU step on Transformer base) the frontier optimizers of ``names`` (default
+    all) that ``<results_dir>/frontier/base_state_bytes.json`` lacks; the file is rewritten
+    atomically after each one, so an interrupted run keeps what it measured."""
+    names = FRONTIER_ROWS if names is None else tuple(names)
+    unknown = [n for n in names if n not in FRONTIER_OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"unknown frontier optimizer(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(FRONTIER_ROWS)}")
+    log = log or partial(print, flush=True)
+    path = base_state_path(results_dir)
+    state = load_base_state(results_dir) or {}
+    for name in names:
+        if name in state:
+            continue
+        log(f"measuring {name}'s optimizer state on Transformer base (one CPU step)")
+        measured = measure_frontier("base", name)
+        state[name] = {"state_bytes": measured["optimizer_state_bytes"],
+                       "parameters": measured["parameters"]}
+        atomic_write_json(path, state)
+    return path
 
 
 def _format(rows: list[dict[str, Any]]) -> str:

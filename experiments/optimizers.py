@@ -1,12 +1,11 @@
 """Build a cell's torch optimizer and its step-size schedule from the grid's data.
 
-The schedule is a function ``step_size(t)`` of the 1-based optimizer step t. It is applied through
-``torch.optim.lr_scheduler.LambdaLR`` with base lr 1, so ``param_group["lr"]`` holds exactly
-alpha_t (absolute rows, Adam, SGD) or rho_t (relative rows O/P, where Adafactor multiplies it by
-max(eps2, RMS(X_{t-1}))). LambdaLR calls its lambda with the number of scheduler steps taken so far
-(0 before the first optimizer step), hence ``lambda i: step_size(i + 1)``.
+The schedule is a function ``step_size(t)`` of the 1-based optimizer step t. The Lightning module
+(models.lightning_module) applies it through ``torch.optim.lr_scheduler.LambdaLR`` with base
+lr 1, so ``param_group["lr"]`` holds exactly alpha_t (absolute rows, Adam, SGD) or rho_t
+(relative rows O/P, where Adafactor multiplies it by max(eps2, RMS(X_{t-1}))).
 
-Time rescaling (see experiments/scales.py): ``step_size(t) = c * paper(time_factor * t)`` with
+Time rescaling (experiments.scales): ``step_size(t) = c * paper(time_factor * t)`` with
 ``c = relative_lr_scale`` for rho_t and ``c = lr_scale`` for the absolute kinds (alpha_t, SGD's
 k s_t, Vaswani's). The ``peak`` kind (the frontier grid of baseline optimizers) is the paper's
 warmup shape scaled to a swept peak, ``peak * s(time_factor * t) / 1e-2``, with neither scale.
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from adafactor import Adafactor
-from adafactor.schedules import paper_step_size
+from adafactor.schedules import paper_step_size_at
 from experiments.baselines.registry import BASELINES, build_baseline
 
 SCHEDULE_KINDS = ("absolute", "relative", "sgd", "vaswani", "peak")
@@ -43,17 +42,6 @@ _ADAFACTOR_KEYS = {
     "weight_decay",
     "min_dim_size_to_factor",
 }
-
-
-def paper_time_step_size(t_paper: float, warmup: bool) -> float:
-    """s at (possibly fractional) paper time t' >= 1: min(1e-6 t', 1/sqrt t') or min(1e-2, ...)."""
-    if float(t_paper).is_integer():
-        return paper_step_size(int(t_paper), warmup)
-    # Between integer steps the formula is the same closed form; paper_step_size takes ints.
-    if t_paper < 1:
-        raise ValueError(f"paper time must be >= 1, got {t_paper}")
-    ramp = 1e-6 * t_paper if warmup else 1e-2
-    return min(ramp, 1.0 / math.sqrt(t_paper))
 
 
 def step_size_schedule(
@@ -97,7 +85,7 @@ def step_size_schedule(
     warmup = bool(schedule["warmup"])
 
     def scaled(t: int) -> float:
-        return multiplier * paper_time_step_size(paper_time(t), warmup)
+        return multiplier * paper_step_size_at(paper_time(t), warmup)
 
     return scaled
 
@@ -175,12 +163,3 @@ def build_optimizer(
         return torch.optim.SGD(params, lr=1.0)
     raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZER_NAMES)}")
 
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, step_size: Callable[[int], float]
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """LambdaLR that sets every group's lr to step_size(t) for the coming step t (base lr 1)."""
-    for group in optimizer.param_groups:
-        group["lr"] = 1.0
-        group["initial_lr"] = 1.0
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: step_size(i + 1))

@@ -25,6 +25,7 @@ import resource
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from adafactor import optimizer_state_bytes
 from data.datamodule import TranslationData
+from experiments.cells import Cell
 from experiments.cli_values import parse_key_value
-from experiments.grid import Cell, get_cell
 from experiments.optimizers import build_optimizer, step_size_schedule
 from experiments.scales import ScalePreset, scale_preset
+from experiments.tables import get_cell
 from experiments.tracking import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -160,32 +162,24 @@ def build_config(cell: Cell, preset: ScalePreset, model_cfg: Any, steps: int, ma
     }
 
 
-def run_cell(
-    cell_id: str,
-    *,
-    scale: str,
-    results_dir: Path,
-    overrides: dict[str, Any] | None = None,
-    devices: int | str | None = None,
-    accelerator: str = "auto",
-    num_nodes: int = 1,
-    use_wandb: bool = True,
-    cache_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate one cell (resuming from its checkpoint) and return its result dict.
+@dataclass
+class CellSetup:
+    """Everything one cell trains with, built before the Trainer starts."""
 
-    ``cache_dir`` holds trained SentencePiece models (default ``<results_dir>/.cache``).
-    """
-    cell = get_cell(cell_id)
-    preset = scale_preset(scale, **(overrides or {}))
-    results_dir = Path(results_dir)
-    out_dir = cell_dir(results_dir, cell.cell_id)
-    result_path = out_dir / RESULT_FILE
-    if result_path.is_file():
-        return read_json(result_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    cell: Cell
+    preset: ScalePreset
+    out_dir: Path
+    steps: int
+    data: TranslationData
+    module: TranslationModule
+    trainer_kwargs: dict[str, Any]
+    config: dict[str, Any]
 
+
+def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
+               devices: int | str | None, accelerator: str, num_nodes: int,
+               cache_dir: Path | None) -> CellSetup:
+    """Seed, data (vocabulary trained or loaded), model, optimizer factory, step-size schedule."""
     if preset.torch_threads is not None:
         torch.set_num_threads(preset.torch_threads)
     seed = preset.seed * 1000 + cell.seed
@@ -226,19 +220,15 @@ def run_cell(
     )
     trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes)
     config = build_config(cell, preset, model_cfg, steps, max_tokens, trainer_kwargs)
+    out_dir = cell_dir(results_dir, cell.cell_id)
+    return CellSetup(cell, preset, out_dir, steps, data, module, trainer_kwargs, config)
 
-    resume_path, resume_step = find_resume_checkpoint(out_dir)
-    writer = MetricsWriter(out_dir / METRICS_FILE)
-    is_rank_zero = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0 and int(
-        os.environ.get("LOCAL_RANK", "0")) == 0
-    if is_rank_zero:
-        atomic_write_json(out_dir / CONFIG_FILE, config)
-        writer.truncate_after(resume_step if resume_path is not None else 0)
 
-    loggers = []
-    if use_wandb:
-        loggers.append(make_wandb_logger(cell, preset.name, results_dir, config))
-    monitor = CellMonitor(writer, data, preset, steps)
+def train_cell(setup: CellSetup, writer: MetricsWriter, loggers: list[Any],
+               resume_path: Path | None) -> tuple[pl.Trainer, CellMonitor]:
+    """Fit the cell's module with Lightning (resuming from ``resume_path`` if given)."""
+    preset, out_dir = setup.preset, setup.out_dir
+    monitor = CellMonitor(writer, setup.data, preset, setup.steps)
     checkpoint = ModelCheckpoint(
         dirpath=out_dir / CHECKPOINT_SUBDIR,
         filename="step{step}",
@@ -251,7 +241,7 @@ def run_cell(
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*predict_dataloader.*")
         trainer = pl.Trainer(
-            max_steps=steps,
+            max_steps=setup.steps,
             max_epochs=-1,
             default_root_dir=str(out_dir),
             logger=loggers or False,
@@ -265,20 +255,27 @@ def run_cell(
             accumulate_grad_batches=preset.accumulate_grad_batches,
             deterministic=False,
             log_every_n_steps=preset.log_interval,
-            **trainer_kwargs,
+            **setup.trainer_kwargs,
         )
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume_path) if resume_path else None)
+        trainer.fit(setup.module, datamodule=setup.data,
+                    ckpt_path=str(resume_path) if resume_path else None)
+    return trainer, monitor
 
+
+def result_record(setup: CellSetup, trainer: pl.Trainer, monitor: CellMonitor, *,
+                  started: float, resume_step: int | None) -> dict[str, Any]:
+    """Evaluate the trained module (BLEU unless it diverged) and return result.json's dict."""
+    cell, preset, module = setup.cell, setup.preset, setup.module
     status = "diverged" if module.diverged else "ok"
     evaluation: dict[str, Any] = {}
     if status == "ok":
-        evaluation = module.evaluate(data.val_dataloader(), bleu=True)
+        evaluation = module.evaluate(setup.data.val_dataloader(), bleu=True)
         if not torch.isfinite(torch.tensor(evaluation["valid_loss"])):
             status = "diverged"
     optimizer = trainer.optimizers[0]
     peak, peak_kind = peak_memory_bytes(module.device)
     last = monitor.last_row
-    result: dict[str, Any] = {
+    return {
         "cell_id": cell.cell_id,
         "table": cell.table,
         "row": cell.row,
@@ -313,8 +310,52 @@ def run_cell(
         "wall_time_s": time.time() - started,
         "process_cpu_time_s": _cpu_time_s(),
         "steps": trainer.global_step,
-        "resumed_from_step": resume_step if resume_path is not None else None,
+        "resumed_from_step": resume_step,
     }
+
+
+def run_cell(
+    cell_id: str,
+    *,
+    scale: str,
+    results_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    devices: int | str | None = None,
+    accelerator: str = "auto",
+    num_nodes: int = 1,
+    use_wandb: bool = True,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one cell (resuming from its checkpoint) and return its result dict.
+
+    ``cache_dir`` holds trained SentencePiece models (default ``<results_dir>/.cache``).
+    """
+    cell = get_cell(cell_id)
+    preset = scale_preset(scale, **(overrides or {}))
+    results_dir = Path(results_dir)
+    out_dir = cell_dir(results_dir, cell.cell_id)
+    result_path = out_dir / RESULT_FILE
+    if result_path.is_file():
+        return read_json(result_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    setup = build_cell(cell, preset, results_dir, devices=devices, accelerator=accelerator,
+                       num_nodes=num_nodes, cache_dir=cache_dir)
+
+    resume_path, resume_step = find_resume_checkpoint(out_dir)
+    writer = MetricsWriter(out_dir / METRICS_FILE)
+    is_rank_zero = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0 and int(
+        os.environ.get("LOCAL_RANK", "0")) == 0
+    if is_rank_zero:
+        atomic_write_json(out_dir / CONFIG_FILE, setup.config)
+        writer.truncate_after(resume_step if resume_path is not None else 0)
+
+    loggers = []
+    if use_wandb:
+        loggers.append(make_wandb_logger(cell, preset.name, results_dir, setup.config))
+    trainer, monitor = train_cell(setup, writer, loggers, resume_path)
+    result = result_record(setup, trainer, monitor, started=started,
+                           resume_step=resume_step if resume_path is not None else None)
     if trainer.is_global_zero:
         final_row = {"step": trainer.global_step, "final": True, **{
             k: result[k] for k in ("valid_loss", "bleu", "tokenized_bleu", "status")}}

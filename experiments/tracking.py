@@ -5,7 +5,7 @@ line per logged step/validation, appended and flushed line by line) and ``result
 once at the end). JSON files are written atomically: a temp file in the same folder, fsync, then
 ``os.replace``, so a killed process leaves either the old file or the new one, never half of one.
 The project's files are the source of truth; W&B (offline unless WANDB_API_KEY is set) is a
-mirror with the same keys (offline W&B logs cannot be resumed into, see DESIGN.md).
+mirror with the same keys (an offline W&B run cannot be resumed into, so the files must be).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +121,42 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every record of a metrics.jsonl; [] when the file does not exist yet.
+
+    A cell that is still running may be half-way through writing its last line: an unparsable
+    LAST line is ignored, an unparsable line anywhere else is an error naming file and line.
+    """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({err})") from err
+    return records
+
+
+def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the records that carry ``key`` (and a ``step``), in step order."""
+    points = sorted(
+        (float(r["step"]), float(r[key]))
+        for r in records
+        if r.get(key) is not None and r.get("step") is not None
+    )
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def last_value(records: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
+    """(step, value) of the last record that carries ``key``, or None."""
+    steps, values = series(records, key)
+    return (steps[-1], values[-1]) if steps else None
 
 
 def cell_dir(results_dir: Path, cell_id: str) -> Path:
@@ -190,11 +221,6 @@ def summary_keys(result: dict[str, Any]) -> dict[str, Any]:
     """The result.json values mirrored into ``wandb.summary`` (scalars and strings only)."""
     return {k: v for k, v in _jsonable(result).items() if isinstance(v, str | int | float | bool)
             or v is None}
-
-
-def iter_offline_summaries(cell_results_dir: Path) -> Iterable[Path]:
-    """wandb-summary.json files of the offline runs under one cell's folder."""
-    return sorted(Path(cell_results_dir).glob("wandb/*run-*/files/wandb-summary.json"))
 
 
 # --- reading an offline W&B run back ------------------------------------------------------------

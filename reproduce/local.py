@@ -21,8 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from reproduce.metrics import last_value, read_metrics
-from reproduce.selection import METRICS_FILE, cell_dir
+from experiments.tracking import METRICS_FILE, cell_dir, last_value, read_metrics
 
 LOG_FILE = "run.log"
 STATUS_EVERY_S = 20.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +32,3 @@ def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
     except (ValueError, TypeError) as err:
         raise UsageError(f"--set: {err}") from err
 
-
-def format_set_args(overrides: dict[str, Any]) -> list[str]:
-    """The inverse of parse_set_args, for command lines written into Slurm scripts."""
-    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]

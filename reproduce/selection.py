@@ -1,30 +1,42 @@
-"""Which cells a command runs and where their results live.
+"""Which cells a command runs, which of them already have results, and whether those fit.
 
-Table 1 is an excerpt of Table 2 (rows A and G, PAPER.md section 2), and the grid gives both the
-same optimizer and schedule, so a Table 1 request runs the Table 2 cell once and both tables are
-rendered from it.
+Tables are looked up in experiments.tables; a table with a ``source`` (Table 1, an excerpt of
+Table 2) runs its source's cells, so a Table 1 request trains each Table 2 cell once.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from experiments.grid import TABLES, Cell, get_cell, table_cells, valid_rows
+from experiments.cells import Cell
+from experiments.scales import scale_preset
+from experiments.tables import REGISTRY, provider, source_cell
+from experiments.tracking import CONFIG_FILE, RESULT_FILE, cell_dir
 from reproduce.errors import UsageError
 
-RESULT_FILE = "result.json"
-METRICS_FILE = "metrics.jsonl"
+# Preset fields that change how a cell runs, not what it computes.
+NOT_RESULT_FIELDS = {"num_workers", "torch_threads", "corpus_path"}
 
 
 def expand_tables(name: str) -> list[str]:
-    """``all`` -> every table of the paper; a table name or ``frontier`` -> itself; anything
-    else is a UsageError."""
+    """``all`` -> the paper's tables; a table's name -> itself; anything else is a UsageError."""
     if name == "all":
-        return list(TABLES)
-    if name != "frontier" and name not in TABLES:
-        raise UsageError(f"unknown table {name!r}; valid: {', '.join(TABLES)}, all, frontier")
+        return REGISTRY.paper_tables()
+    if name not in REGISTRY.names():
+        raise UsageError(f"unknown table {name!r}; valid: {', '.join(REGISTRY.paper_tables())}, "
+                         f"all, {', '.join(t for t in REGISTRY.names() if not provider(t).in_all)}")
     return [name]
+
+
+def expand_all(names: Sequence[str]) -> list[str]:
+    """Several names expanded, each table once, in order."""
+    tables: list[str] = []
+    for name in names:
+        tables += [t for t in expand_tables(name) if t not in tables]
+    return tables
 
 
 def parse_rows(text: str | None) -> list[str] | None:
@@ -35,34 +47,6 @@ def parse_rows(text: str | None) -> list[str] | None:
     if not rows:
         raise UsageError("--rows is empty; give row ids such as --rows A,B,Q1")
     return rows
-
-
-def select_cells(tables: Sequence[str], rows: Sequence[str] | None = None,
-                 seeds: Sequence[int] = (0,)) -> list[Cell]:
-    """The cells of ``tables`` restricted to ``rows``, in the paper's order, as they are run.
-
-    With several tables a row only has to be valid in one of them (``all --rows A`` runs Table 2
-    row A, which is also Table 1's row A). Table 1 cells map to the Table 2 cells they excerpt.
-    """
-    if rows is not None:
-        valid = {r for t in tables for r in valid_rows(t)}
-        unknown = [r for r in rows if r not in valid]
-        if unknown:
-            listing = "; ".join(f"{t}: {', '.join(valid_rows(t))}" for t in tables)
-            names = ", ".join(map(repr, unknown))
-            raise UsageError(f"unknown row(s) {names}; valid rows: {listing}")
-    cells: list[Cell] = []
-    seen: set[str] = set()
-    for table in tables:
-        wanted = None if rows is None else [r for r in rows if r in valid_rows(table)]
-        if wanted == []:
-            continue
-        for cell in table_cells(table, wanted, seeds):
-            runnable = source_cell(cell)
-            if runnable.cell_id not in seen:
-                seen.add(runnable.cell_id)
-                cells.append(runnable)
-    return cells
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -77,15 +61,33 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def source_cell(cell: Cell) -> Cell:
-    """The cell that is actually trained for ``cell``: Table 1 cells are Table 2 cells."""
-    if cell.table == "table1":
-        return get_cell(cell.cell_id.replace("table1/", "table2/", 1))
-    return cell
+def select_cells(tables: Sequence[str], rows: Sequence[str] | None = None,
+                 seeds: Sequence[int] = (0,)) -> list[Cell]:
+    """The cells of ``tables`` restricted to ``rows``, in the tables' order, as they are run.
 
-
-def cell_dir(results_dir: Path, cell_id: str) -> Path:
-    return Path(results_dir) / cell_id
+    With several tables a row only has to be valid in one of them (``all --rows A`` runs Table 2
+    row A, which is also Table 1's row A). Cells of a table with a source map to its cells.
+    """
+    providers = [provider(t) for t in tables]
+    if rows is not None:
+        valid = {r for p in providers for r in p.rows}
+        unknown = [r for r in rows if r not in valid]
+        if unknown:
+            listing = "; ".join(f"{p.name}: {', '.join(p.rows)}" for p in providers)
+            names = ", ".join(map(repr, unknown))
+            raise UsageError(f"unknown row(s) {names}; valid rows: {listing}")
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for table in providers:
+        wanted = None if rows is None else [r for r in rows if r in table.rows]
+        if wanted == []:
+            continue
+        for cell in table.cells(wanted, seeds):
+            runnable = source_cell(cell)
+            if runnable.cell_id not in seen:
+                seen.add(runnable.cell_id)
+                cells.append(runnable)
+    return cells
 
 
 def result_path(results_dir: Path, cell_id: str) -> Path:
@@ -94,3 +96,26 @@ def result_path(results_dir: Path, cell_id: str) -> Path:
 
 def has_result(results_dir: Path, cell_id: str) -> bool:
     return result_path(results_dir, cell_id).is_file()
+
+
+def check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
+                           overrides: dict[str, Any]) -> None:
+    """Existing results are reused only if they come from the same scale preset (with the same
+    --set overrides): a stale result must not slip into a fresh table."""
+    wanted = json.loads(json.dumps(scale_preset(scale, **overrides).as_dict()))
+    for cell_id in done:
+        path = result_path(results_dir, cell_id)
+        found = json.loads(path.read_text()).get("scale")
+        if found is not None and found != scale:
+            raise UsageError(f"{path} was run at scale {found!r}, not {scale!r}: use another "
+                             "--results-dir (the default is results/<scale>)")
+        config_path = cell_dir(results_dir, cell_id) / CONFIG_FILE
+        if not config_path.is_file():
+            continue
+        used = json.loads(config_path.read_text()).get("scale", {})
+        changed = sorted(k for k in set(wanted) | set(used) - NOT_RESULT_FIELDS
+                         if k not in NOT_RESULT_FIELDS and used.get(k) != wanted.get(k))
+        if changed:
+            diff = ", ".join(f"{k}: {used.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
+            raise UsageError(f"{path} comes from other {scale} settings ({diff}): use another "
+                             "--results-dir, the same --set overrides, or delete the stale results")

@@ -16,11 +16,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.grid import get_cell
-from experiments.tracking import atomic_write_json
+from experiments.tables import get_cell
+from experiments.tracking import METRICS_FILE, RESULT_FILE, atomic_write_json, cell_dir
+from experiments.tracking import atomic_write as write_atomic
 from reproduce.errors import UsageError
-from reproduce.render import write_atomic
-from reproduce.selection import METRICS_FILE, RESULT_FILE, cell_dir
 
 # Keys W&B adds to summaries and history rows that are not ours.
 _INTERNAL_PREFIXES = ("_", "trainer/")

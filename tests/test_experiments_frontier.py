@@ -14,8 +14,9 @@ from experiments.frontier import (
     lr_column,
     parse_lr_column,
 )
-from experiments.grid import get_cell, table2_row_optimizer, table_cells, valid_rows
+from experiments.grid import table2_row_optimizer
 from experiments.optimizers import build_optimizer, step_size_schedule
+from experiments.tables import get_cell, provider, table_cells
 
 TINY_TIME_FACTOR = 50  # experiments.scales: the tiny preset's F
 
@@ -29,7 +30,7 @@ def peak_schedule(peak, **kwargs):
 
 
 def test_frontier_rows_are_the_thirteen_optimizers() -> None:
-    assert valid_rows("frontier") == FRONTIER_ROWS
+    assert provider("frontier").rows == FRONTIER_ROWS
     assert len(FRONTIER_ROWS) == 13
     assert FRONTIER_ROWS[:2] == ("adafactor", "adafactor-momentum")
     for name in ("adam", "adamw", "adam-mini", "adax", "came", "lamb", "lion", "tiger",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.grid import all_cells, get_cell, table_cells
+from experiments.tables import REGISTRY, get_cell, source_cell, table_cells
 
 TABLE2_ROWS = [*"ABCDEFGHIJKLMNOP", "Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
 
@@ -87,8 +87,18 @@ def test_table3_untied_embeddings_and_budget() -> None:
     assert get_cell("table3/naive2/adam/seed0").model_overrides["emb_multiplier"] == 1.0
 
 
-def test_all_cells_counts() -> None:
-    assert len(all_cells()) == 4 + 44 + 6
+def test_registry_counts_and_the_paper_tables() -> None:
+    assert REGISTRY.paper_tables() == ["table1", "table2", "table3"]
+    assert [len(table_cells(t)) for t in REGISTRY.paper_tables()] == [4, 44, 6]
+
+
+def test_table1_cells_are_trained_as_their_table2_cells() -> None:
+    for cell in table_cells("table1"):
+        trained = source_cell(cell)
+        assert trained.cell_id == cell.cell_id.replace("table1/", "table2/", 1)
+        assert (trained.optimizer, trained.schedule) == (cell.optimizer, cell.schedule)
+    table2 = get_cell("table2/G/warmup/seed0")
+    assert source_cell(table2) is table2
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.grid import get_cell
+from experiments.tables import get_cell
 from experiments.tracking import (
     MetricsWriter,
     atomic_write,
@@ -105,7 +105,7 @@ def test_wandb_naming_groups_by_table_row_and_warmup(tmp_path: Path) -> None:
     assert {"table2", "row:H", "no-warmup", "scale:tiny"} <= set(s["tags"])
     assert s["id"] == wandb_run_id(cell.cell_id, tmp_path, "tiny")  # stable across restarts
     assert s["id"] != wandb_run_id(cell.cell_id, tmp_path / "other", "tiny")
-    assert json.dumps(s)  # plain data
+    assert json.loads(json.dumps(s)) == s  # plain data: survives JSON unchanged
 
 
 def test_atomic_write_gives_the_permissions_of_a_normally_created_file(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from data.corpora import load_embedded
 from data.datamodule import PadCollator
-from data.embedded import embedded_corpus
 from data.vocab import build_vocab
 from models.bleu import corpus_bleu
 from models.lightning_module import TranslationModule
@@ -20,13 +20,13 @@ from models.presets import model_config
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-    train = embedded_corpus().split("train")
+    train = load_embedded().split("train")
     texts = [*train.source[:2000], *train.target[:2000]]
     return build_vocab(texts, 300, tmp_path_factory.mktemp("spm"))
 
 
 def _batch(vocab, start: int, n: int) -> dict:
-    text = embedded_corpus().split("valid")
+    text = load_embedded().split("valid")
     items = [(i, torch.tensor(vocab.encode(text.source[i])).numpy(),
               torch.tensor(vocab.encode(text.target[i])).numpy(), text.target[i])
              for i in range(start, start + n)]

@@ -1,5 +1,6 @@
-"""paper_tables/frontier.{md,csv,png} (reproduce/frontier.py): best peak per optimizer, Pareto
-and edge marks, base-state bytes, the plot, and the ``python -m reproduce frontier`` command."""
+"""paper_tables/frontier.{md,csv,png} (reproduce/render/frontier_*.py): best peak per optimizer,
+Pareto and edge marks, base-state bytes, the plot, and the ``python -m reproduce frontier``
+command."""
 
 from __future__ import annotations
 
@@ -12,29 +13,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PNG_MAGIC, RECIPE, SIGNATURE
 
 from experiments.frontier import FRONTIER_OPTIMIZERS, lr_column
+from experiments.memory_report import BASE_STATE_FILE, load_base_state, measure_base_state
 from experiments.tracking import atomic_write_json, load_results
 from reproduce.cli import main
 from reproduce.errors import UsageError
-from reproduce.frontier import (
-    BASE_STATE_FILE,
-    build_frontier,
-    csv_text,
-    load_base_state,
-    markdown,
-    measure_base_state,
-    plot_frontier,
-    write_frontier_files,
-)
-from reproduce.publish import render_tables
+from reproduce.render import render_tables
+from reproduce.render.frontier_data import build_frontier
+from reproduce.render.frontier_plot import plot_frontier
+from reproduce.render.frontier_text import frontier_csv as csv_text
+from reproduce.render.frontier_text import frontier_markdown as markdown
 from reproduce.selection import parse_seeds
 
 REPO = Path(__file__).resolve().parents[1]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.4.2"
-RECIPE = {"split": "valid", "corpus": "embedded", "max_sentences": 200, "sentences": 200,
-          "decode": "greedy", "beam": 1, "length_penalty": None}
 RECIPE_TEXT = "embedded valid split (200 sentences), greedy decoding"
 
 
@@ -280,9 +273,9 @@ def test_render_tables_renders_the_frontier_from_result_files(tmp_path: Path) ->
     atomic_write_json(results / "frontier" / BASE_STATE_FILE,
                       {"adam": {"state_bytes": 400, "parameters": 50}})
     rendered = render_tables(["frontier"], results, out)
-    ((data, paths),) = rendered
-    assert data.table == "frontier"
-    assert sorted(p.name for p in paths) == ["frontier.csv", "frontier.md", "frontier.png"]
+    ((done),) = rendered
+    assert done.table == "frontier" and done.markdown == (out / "frontier.md").read_text()
+    assert sorted(p.name for p in done.paths) == ["frontier.csv", "frontier.md", "frontier.png"]
     rows = list(csv.DictReader((out / "frontier.csv").open()))
     assert [r["optimizer"] for r in rows] == ["adafactor", "adam"]
     assert rows[1]["state_per_parameter_base"] == "2.000000"
@@ -292,11 +285,9 @@ def test_render_tables_renders_the_frontier_from_result_files(tmp_path: Path) ->
 
 
 def test_render_tables_without_frontier_results_is_an_error(tmp_path: Path) -> None:
-    from reproduce.errors import UsageError
-
     atomic_write_json(tmp_path / "table2/A/warmup/seed0/result.json",
                       result("adam", 1e-3, table="table2"))
-    with pytest.raises(UsageError, match="no frontier results"):
+    with pytest.raises(UsageError, match="no results for frontier under"):
         render_tables(["frontier"], tmp_path, tmp_path / "out")
     assert render_tables(["frontier"], tmp_path, tmp_path / "out", require_results=False) == []
 
@@ -319,8 +310,10 @@ def test_plot_frontier_without_points_returns_none(tmp_path: Path) -> None:
     assert plot_frontier(diverged, tmp_path / "a.png") is None
     assert plot_frontier(build_frontier([]), tmp_path / "b.png") is None
     assert not list(tmp_path.iterdir())
-    paths = write_frontier_files(diverged, tmp_path / "tables")
-    assert sorted(p.name for p in paths) == ["frontier.csv", "frontier.md"]
+    bad = result("lion", 3e-4, status="diverged")
+    atomic_write_json(tmp_path / "results" / bad["cell_id"] / "result.json", bad)
+    (done,) = render_tables(["frontier"], tmp_path / "results", tmp_path / "tables")
+    assert sorted(p.name for p in done.paths) == ["frontier.csv", "frontier.md"]
 
 
 # --- base-state measurement (cached) -----------------------------------------------------------

@@ -8,57 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import PNG_MAGIC, SIGNATURE, paper_like_results, write_result
 
-from experiments.grid import table_cells
-from experiments.tracking import atomic_write_json
+from experiments.tables import table_cells
 from reproduce.collapse import collapsed_cells
-from reproduce.publish import render_tables
-from reproduce.render import build_table, csv_text, latex, markdown
-
-RECIPE = {"split": "valid", "corpus": "embedded", "max_sentences": 200, "sentences": 200,
-          "decode": "greedy", "beam": 1, "length_penalty": None}
-SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.4.2"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: str = "tiny",
-                 metrics: list[dict] | None = None) -> dict:
-    """One cell's result.json (and metrics.jsonl) as experiments.runner writes them."""
-    table, row, column, seed = cell_id.split("/")
-    diverged = bleu == "diverged"
-    result = {
-        "cell_id": cell_id, "table": table, "row": row, "column": column,
-        "warmup": column == "warmup", "seed": int(seed[4:]), "scale": scale,
-        "status": "diverged" if diverged else "ok",
-        "bleu": None if diverged else float(bleu), "bleu_signature": SIGNATURE,
-        "tokenized_bleu": None if diverged else float(bleu) + 1.0,
-        "tokenized_bleu_signature": "nrefs:1|case:mixed|eff:no|tok:intl|smooth:exp|version:2.4.2",
-        "bleu_recipe": RECIPE, "valid_loss": 4.5, "train_loss": 4.4, "steps": 400,
-    }
-    atomic_write_json(results_dir / cell_id / "result.json", result)
-    if metrics is not None:
-        lines = "".join(json.dumps(m) + "\n" for m in metrics)
-        (results_dir / cell_id / "metrics.jsonl").write_text(lines)
-    return result
-
-
-def curve(rms_peak: float) -> list[dict]:
-    rows = []
-    for step in range(10, 410, 10):
-        row = {"step": step, "train_loss": 8.0 - step / 100, "update_rms": 1.0 + rms_peak / step}
-        if step % 100 == 0:
-            row["valid_loss"] = 8.5 - step / 100
-        rows.append(row)
-    return rows
-
-
-def paper_like_results(results_dir: Path, flips: dict[str, float | str] | None = None) -> None:
-    """Every Table 2 cell with the paper's BLEU, except the cells in ``flips``."""
-    flips = flips or {}
-    for cell in table_cells("table2"):
-        bleu = flips.get(cell.cell_id, cell.paper_bleu)
-        metrics = curve(50.0 if cell.row == "A" else 5.0) if cell.row in ("A", "G", "B") else None
-        write_result(results_dir, cell.cell_id, bleu, metrics=metrics)
+from reproduce.render import render_tables
+from reproduce.render.table_data import build_table
+from reproduce.render.table_text import csv_text, latex, markdown
 
 
 def test_collapse_rule_quarter_of_best_in_column() -> None:
@@ -152,7 +108,7 @@ def test_render_tables_writes_files_and_plots(tmp_path: Path) -> None:
     results, out = tmp_path / "results", tmp_path / "tables"
     paper_like_results(results)
     rendered = render_tables(["table1", "table2"], results, out)
-    names = sorted(p.name for _, paths in rendered for p in paths)
+    names = sorted(p.name for r in rendered for p in r.paths)
     for name in ("table2.md", "table2.csv", "table2.tex", "table2_valid_loss.png",
                  "figure1_update_rms.png", "table1.md", "table1_valid_loss.png"):
         assert name in names

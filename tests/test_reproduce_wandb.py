@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tracking import load_results
+from experiments.tracking import load_results, read_metrics
 from reproduce.cli import main
-from reproduce.metrics import read_metrics
 from reproduce.wandb_source import metrics_from_history, result_from_record, write_results
 
 FIXTURE = Path(__file__).with_name("test_reproduce_wandb_runs.json")
@@ -79,7 +78,7 @@ def test_write_results_picks_newest_run_of_the_scale(tmp_path: Path, records: li
 
 def test_render_from_recorded_runs_matches_their_summaries(tmp_path: Path,
                                                             records: list[dict]) -> None:
-    from reproduce.publish import render_tables
+    from reproduce.render import render_tables
 
     write_results(records, tmp_path / "results", tables=["table2"], scale="tiny")
     render_tables(["table2"], tmp_path / "results", tmp_path / "tables")

@@ -23,20 +23,13 @@ def _pairs() -> tuple[tuple[str, str], ...]:
     return tuple(generate_pairs(sum(SPLIT_SIZES.values()), SEED))
 
 
-def embedded_corpus():
-    """The embedded corpus as a ParallelCorpus: train 40,000 / valid 500 / test 500 pairs, all with
-    distinct English sides (so the splits are disjoint)."""
-    from data.corpora import ParallelCorpus, ParallelText
-
+def embedded_splits() -> dict[str, tuple[tuple[str, str], ...]]:
+    """(English, German) pairs per split: train 40,000 / valid 500 / test 500, all with distinct
+    English sides (so the splits are disjoint). data.corpora wraps them as a ParallelCorpus."""
     pairs = _pairs()
     splits = {}
     start = 0
     for name in ("valid", "test", "train"):
-        chunk = pairs[start : start + SPLIT_SIZES[name]]
+        splits[name] = pairs[start : start + SPLIT_SIZES[name]]
         start += SPLIT_SIZES[name]
-        splits[name] = ParallelText(
-            [en for en, _ in chunk], [de for _, de in chunk], origin=f"embedded/{name}"
-        )
-    return ParallelCorpus(
-        name="embedded", splits={k: splits[k] for k in ("train", "valid", "test")}
-    )
+    return {k: splits[k] for k in ("train", "valid", "test")}

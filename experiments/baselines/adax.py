@@ -40,8 +40,6 @@ from typing import Any
 
 import torch
 
-from adafactor._common import check_dense_float_parameter, check_hyperparameter, is_real
-
 __all__ = ["AdaX", "second_moment_coefficients"]
 
 # Above this exponent math.expm1 would overflow float64 (max ~ e^709.78); there 1 / B_t equals
@@ -69,18 +67,35 @@ def second_moment_coefficients(step: int, beta2: float) -> tuple[float, float]:
     return 1.0 - b, b
 
 
+def _is_real(value: Any) -> bool:
+    """A finite int or float (bools are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
-    check_hyperparameter("AdaX", name, value, ok, expected)
+    if not ok:
+        raise ValueError(f"AdaX: invalid {name}={value!r}; expected {expected}")
+
+
+def _check_parameter(p: torch.Tensor) -> None:
+    """A sparse gradient or a non-float parameter is a clear error (neither is supported)."""
+    if p.grad is not None and p.grad.is_sparse:
+        raise RuntimeError(
+            f"AdaX does not support sparse gradients (got one for a parameter of shape "
+            f"{tuple(p.shape)}); use a dense embedding (sparse=False)"
+        )
+    if not p.is_floating_point():
+        raise RuntimeError(f"AdaX: parameter of dtype {p.dtype} is not a float")
 
 
 def _validate_group(group: dict[str, Any]) -> None:
     lr, beta1, beta2 = group["lr"], group["beta1"], group["beta2"]
     eps, wd = group["eps"], group["weight_decay"]
-    _check("lr", lr, is_real(lr) and lr >= 0, "a finite number >= 0")
-    _check("beta1", beta1, is_real(beta1) and 0 <= beta1 < 1, "0 <= beta1 < 1")
-    _check("beta2", beta2, is_real(beta2) and beta2 > 0, "a finite number > 0")
-    _check("eps", eps, is_real(eps) and eps >= 0, "a finite number >= 0")
-    _check("weight_decay", wd, is_real(wd) and wd >= 0, "a finite number >= 0")
+    _check("lr", lr, _is_real(lr) and lr >= 0, "a finite number >= 0")
+    _check("beta1", beta1, _is_real(beta1) and 0 <= beta1 < 1, "0 <= beta1 < 1")
+    _check("beta2", beta2, _is_real(beta2) and beta2 > 0, "a finite number > 0")
+    _check("eps", eps, _is_real(eps) and eps >= 0, "a finite number >= 0")
+    _check("weight_decay", wd, _is_real(wd) and wd >= 0, "a finite number >= 0")
 
 
 class AdaX(torch.optim.Optimizer):
@@ -137,7 +152,7 @@ class AdaX(torch.optim.Optimizer):
                 grad = p.grad
                 if grad is None:
                     continue
-                check_dense_float_parameter("AdaX", p)
+                _check_parameter(p)
                 state = self.state[p]
                 if not state:
                     state["step"] = 0

@@ -1,32 +1,19 @@
-"""PNG plots for paper_tables/: validation loss per row (one panel per row, one line per column)
+"""PNG plots of a grid table: validation loss per row (one panel per row, one line per column)
 and the paper's Figure 1 (RMS of the unscaled update over steps, beta2 = 0.999 vs 0.9)."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from reproduce.metrics import series
-from reproduce.render import COLUMN_TITLES, TableCell, TableData, write_atomic
+from experiments.tracking import series
+from reproduce.render.png import plt, save_png
+from reproduce.render.table_data import TableCell, TableData
 
 MetricsLoader = Callable[[str], list[dict[str, Any]]]
 FIGURE1_ROWS = (("A", "beta2 = 0.999 (row A)"), ("G", "beta2 = 0.9 (row G)"))
-
-
-def save_png(fig: Any, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
-    return path
 
 
 def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) -> Path | None:
@@ -50,11 +37,11 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
         ax.set_title(f"{row}: {data.cell(row, data.columns[0]).cell.description}"[:48], fontsize=7)
         for column, (steps, values) in curves.get(row, {}).items():
             tc = data.cell(row, column)
-            label = COLUMN_TITLES.get(column, column) + (" (collapsed)" if tc.collapsed else "")
+            label = data.provider.column_title(column) + (" (collapsed)" if tc.collapsed else "")
             ax.plot(steps, values, label=label, linewidth=1)
         if row in curves:
             ax.legend(fontsize=6)
-        notes = [_no_curve_note(data.cell(row, c)) for c in data.columns if c not in
+        notes = [_no_curve_note(data, data.cell(row, c)) for c in data.columns if c not in
                  curves.get(row, {})]
         if any(notes):
             ax.text(0.5, 0.5, "\n".join(n for n in notes if n), ha="center", va="center",
@@ -69,9 +56,9 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
     return save_png(fig, path)
 
 
-def _no_curve_note(tc: TableCell) -> str:
+def _no_curve_note(data: TableData, tc: TableCell) -> str:
     """Why a cell has no validation-loss curve (shown in its panel)."""
-    title = COLUMN_TITLES.get(tc.cell.column, tc.cell.column)
+    title = data.provider.column_title(tc.cell.column)
     if tc.result is None:
         return f"{title}: not run"
     if tc.result.get("status") == "diverged":
@@ -80,7 +67,7 @@ def _no_curve_note(tc: TableCell) -> str:
     return f"{title}: no validation loss logged"
 
 
-def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str = "table2") -> Path | None:
+def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str) -> Path | None:
     """The paper's Figure 1 from rows A (beta2 = 0.999) and G (beta2 = 0.9) with warmup.
 
     Our ``update_rms`` is the mean over parameter tensors of RMS(U_t) (adafactor's step_stats),

@@ -1,0 +1,42 @@
+"""Every table this project runs, in one registry: the CLI, selection and rendering read it.
+
+A new table (a sensitivity study, Figure 1, a frontier at another scale) is a module that builds
+an ``experiments.cells.TableProvider``, plus one entry in ``REGISTRY`` below; nothing else in
+experiments/ or reproduce/ needs to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from experiments import frontier, grid, memory_report
+from experiments.cells import Cell, Registry, TableProvider
+
+REGISTRY = Registry([
+    *grid.PROVIDERS,
+    replace(
+        frontier.PROVIDER, prepare=memory_report.measure_base_state, prepare_flag="base-state",
+        prepare_help="measure each optimizer's state on Transformer base (one CPU step each, "
+        "about 5 s) where <results-dir>/frontier/base_state_bytes.json lacks it",
+    ),
+])
+
+
+def provider(name: str) -> TableProvider:
+    return REGISTRY.provider(name)
+
+
+def get_cell(cell_id: str) -> Cell:
+    """The cell with this id, e.g. ``table2/H/no-warmup/seed0``."""
+    return REGISTRY.get_cell(cell_id)
+
+
+def table_cells(table: str, rows: list[str] | str | None = None,
+                seeds: tuple[int, ...] | list[int] = (0,)) -> list[Cell]:
+    """Cells of one table in its order (row, then column, then seed)."""
+    return REGISTRY.table_cells(table, rows, seeds)
+
+
+def source_cell(cell: Cell) -> Cell:
+    """The cell that is trained for ``cell`` (a Table 1 cell is its Table 2 cell)."""
+    return REGISTRY.source_cell(cell)

@@ -1,0 +1,212 @@
+"""What each ``python -m reproduce`` command does, given its parsed arguments.
+
+``tables``: select the cells of the asked tables, skip those with results (checking that they
+fit), run the rest here or on Slurm, run each table's ``prepare`` step, render. ``run``: one cell.
+``render``: tables from existing results (or W&B runs). Nothing here tests a table's name: what
+differs between tables is in their providers (experiments.tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.cells import TableProvider
+from experiments.tables import get_cell, provider
+from reproduce.errors import UsageError
+from reproduce.overrides import check_overrides, parse_set_args
+from reproduce.render import render_tables
+from reproduce.selection import (
+    check_existing_results,
+    expand_all,
+    has_result,
+    parse_rows,
+    parse_seeds,
+    select_cells,
+)
+
+
+def results_dir_of(args: argparse.Namespace) -> Path:
+    return args.results_dir if args.results_dir is not None else Path("results") / args.scale
+
+
+def skip_dest(flag: str) -> str:
+    """The argparse dest of a table command's ``--no-<flag>``."""
+    return "skip_" + flag.replace("-", "_")
+
+
+def do_dest(flag: str) -> str:
+    """The argparse dest of render's ``--<flag>``."""
+    return "do_" + flag.replace("-", "_")
+
+
+def _with_prepare(tables: Sequence[str]) -> list[TableProvider]:
+    return [p for p in map(provider, tables) if p.prepare is not None]
+
+
+def _prepare(providers: Sequence[TableProvider], results_dir: Path, rows_text: str | None) -> None:
+    rows = parse_rows(rows_text)
+    for p in providers:
+        try:
+            p.prepare(results_dir, rows)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+
+
+def _render_and_print(tables: Sequence[str], results_dir: Path, tables_dir: Path) -> None:
+    several = len(tables) > 1
+    rendered = render_tables(tables, results_dir, tables_dir, require_results=not several)
+    if not rendered:
+        raise UsageError(f"no results for {', '.join(tables)} under {results_dir}")
+    skipped = [t for t in tables if t not in {r.table for r in rendered}]
+    if skipped:
+        print(f"no results yet for {', '.join(skipped)}: not rendered")
+    for r in rendered:
+        print()
+        print(r.markdown)
+        print(f"wrote {', '.join(str(p) for p in r.paths)}")
+
+
+def _fetch_wandb(args: argparse.Namespace, tables: Sequence[str]) -> Path:
+    from reproduce.wandb_source import download_results
+
+    if not args.entity or not args.project:
+        raise UsageError("--from wandb needs --entity and --project, e.g. --entity my-team "
+                         "--project adafactor-repro")
+    target = args.results_dir or Path("results") / "wandb" / args.entity / args.project
+    count = download_results(args.entity, args.project, target, tables=tables,
+                             scale=args.scale)
+    print(f"fetched {count} W&B run(s) of {args.entity}/{args.project} into {target}")
+    return target
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    """``table1|table2|table3|all|<provider>``: run the missing cells, then render."""
+    tables = expand_all([args.command])
+    if args.source == "wandb":
+        if args.dry_run:
+            print(f"would fetch W&B runs of {args.entity}/{args.project} and render "
+                  f"{', '.join(tables)} into {args.tables_dir}")
+            return 0
+        _render_and_print(tables, _fetch_wandb(args, tables), args.tables_dir)
+        return 0
+    overrides = parse_set_args(args.set_args)
+    check_overrides(args.scale, overrides)
+    results_dir = results_dir_of(args)
+    seeds = parse_seeds(getattr(args, "seeds", "0"))
+    cells = select_cells(tables, parse_rows(args.rows), seeds)
+    done = [c.cell_id for c in cells if has_result(results_dir, c.cell_id)]
+    pending = [c.cell_id for c in cells if c.cell_id not in done]
+    check_existing_results(results_dir, done, args.scale, overrides)
+    print(f"{args.command} at scale {args.scale}: {len(cells)} cells, {len(done)} already have "
+          f"results in {results_dir}, {len(pending)} to run", flush=True)
+    prepares = [p for p in _with_prepare(tables) if not getattr(args, skip_dest(p.prepare_flag))]
+    if args.launcher == "slurm":
+        return _launch_slurm(args, tables, pending, results_dir, prepares)
+    if args.dry_run:
+        extra = "".join(f" --set {item}" for item in args.set_args)
+        for cell_id in pending:
+            print(f"would run: python -m reproduce run {cell_id} --scale {args.scale} "
+                  f"--results-dir {results_dir}{extra}")
+        return 0
+    failed = []
+    if pending:
+        from reproduce.local import run_cells_locally
+
+        start = time.time()
+        outcomes = run_cells_locally(
+            pending, scale=args.scale, results_dir=results_dir, overrides=overrides,
+            workers=args.workers, use_wandb=not args.no_wandb,
+        )
+        failed = [o for o in outcomes if o.status == "failed"]
+        print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
+    _prepare(prepares, results_dir, args.rows)
+    _render_and_print(tables, results_dir, args.tables_dir)
+    for outcome in failed:
+        print(f"FAILED {outcome.cell_id}: {outcome.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequence[str],
+                  results_dir: Path, prepares: Sequence[TableProvider]) -> int:
+    from reproduce import slurm
+
+    resources = slurm.SlurmResources(
+        partition=args.partition, account=args.account, time=args.time, nodes=args.nodes,
+        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, mem=args.mem,
+        begin=slurm.validate_begin(args.begin), max_parallel=args.max_parallel,
+    )
+    if not pending:
+        if args.dry_run:
+            print("nothing to submit: every cell has a result; would render the tables")
+            return 0
+        _render_and_print(tables, results_dir, args.tables_dir)
+        return 0
+    # The render job runs each table's prepare step (e.g. the frontier's base-state measurement).
+    render_extra = [f"--{p.prepare_flag}" for p in prepares]
+    if render_extra and args.rows:
+        render_extra += ["--rows", args.rows]
+    plan = slurm.plan_submission(
+        cell_ids=pending, results_dir=results_dir, tables_dir=args.tables_dir, tables=tables,
+        scale=args.scale, set_args=args.set_args, use_wandb=not args.no_wandb,
+        resources=resources, workdir=Path.cwd(), label=args.command, render_extra=render_extra,
+    )
+    if args.dry_run:
+        print(f"# {plan.cells_path} ({len(plan.cell_ids)} lines):")
+        print("".join(f"#   {c}\n" for c in plan.cell_ids), end="")
+        print(f"# ---- {plan.array_path}\n{plan.array_text}")
+        print(f"# ---- {plan.render_path}\n{plan.render_text}")
+        for command in plan.sbatch_commands():
+            print(" ".join(command))
+        return 0
+    array_id, render_id = slurm.submit(plan)
+    print(f"submitted array job {array_id} ({len(pending)} tasks) and render job {render_id} "
+          f"(afterany:{array_id}); scripts and logs in {plan.script_dir}; tables will be "
+          f"written to {Path(args.tables_dir).resolve()}", flush=True)
+    if not args.wait:
+        return 0
+    try:
+        slurm.wait_for_jobs([array_id, render_id], timeout_s=args.wait_timeout)
+    except TimeoutError as err:
+        print(f"{err}; they go on running: render later with `python -m reproduce render "
+              f"{' '.join(tables)} --results-dir {results_dir}`", file=sys.stderr)
+        return 1
+    _render_and_print(tables, results_dir, args.tables_dir)
+    missing = [c for c in pending if not has_result(results_dir, c)]
+    for cell_id in missing:
+        print(f"FAILED {cell_id}: no result.json (see {plan.script_dir}/logs)", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """``run CELL_ID``: train and evaluate one cell (what a Slurm array task runs)."""
+    try:
+        get_cell(args.cell_id)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    overrides = parse_set_args(args.set_args)
+    check_overrides(args.scale, overrides)
+    from experiments.runner import run_cell
+
+    result = run_cell(
+        args.cell_id, scale=args.scale, results_dir=results_dir_of(args), overrides=overrides,
+        devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes,
+        use_wandb=not args.no_wandb,
+    )
+    bleu = result.get("bleu")
+    print(f"{args.cell_id}: {result.get('status')} BLEU "
+          f"{'-' if bleu is None else f'{bleu:.2f}'} ({result.get('bleu_signature', '')})")
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    """``render TABLE...``: paper_tables/ from existing results, training nothing."""
+    tables = expand_all(args.tables)
+    results_dir = _fetch_wandb(args, tables) if args.source == "wandb" else results_dir_of(args)
+    prepares = [p for p in _with_prepare(tables) if getattr(args, do_dest(p.prepare_flag), False)]
+    _prepare(prepares, results_dir, args.rows)
+    _render_and_print(tables, results_dir, args.tables_dir)
+    return 0

@@ -1,0 +1,55 @@
+"""What the results of a table were run with (scale, corpus, BLEU recipe, steps), as text.
+
+Several distinct values of one field mean the table mixes settings; ``joined`` says so loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from reproduce.collapse import DIVERGED
+
+MIXED = " (MIXED: results come from different settings)"
+
+
+def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Distinct scale / corpus / recipe / signature values over the results (several = mixed)."""
+    seen: dict[str, dict[str, None]] = {
+        k: {} for k in ("scale", "corpus", "recipe", "signature", "tokenized_signature", "steps")
+    }
+    for r in results:
+        recipe = r.get("bleu_recipe") or {}
+        seen["scale"][str(r.get("scale", "?"))] = None
+        corpus = r.get("corpus") or recipe.get("corpus")
+        if corpus:
+            seen["corpus"][str(corpus)] = None
+        if recipe:
+            seen["recipe"][recipe_text(recipe)] = None
+        if r.get("bleu_signature"):
+            seen["signature"][str(r["bleu_signature"])] = None
+        if r.get("tokenized_bleu_signature"):
+            seen["tokenized_signature"][str(r["tokenized_bleu_signature"])] = None
+        if r.get("steps") is not None and r.get("status") != DIVERGED:  # diverged cells stop early
+            seen["steps"][str(r["steps"])] = None
+    return {k: list(v) for k, v in seen.items()}
+
+
+def joined(values: Sequence[str], missing: str = "unknown") -> str:
+    """The values joined by "; ", flagged MIXED when there is more than one."""
+    text = "; ".join(values) if values else missing
+    return text + (MIXED if len(values) > 1 else "")
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """``embedded valid split (200 sentences), beam 4, length penalty 0.6`` from bleu_recipe."""
+    where = " ".join(str(recipe[k]) for k in ("corpus", "split") if recipe.get(k)) + " split"
+    sentences = recipe.get("sentences") or recipe.get("max_sentences")
+    if sentences:
+        where += f" ({sentences} sentences)"
+    if recipe.get("decode") == "greedy":
+        search = "greedy decoding"
+    else:
+        beam, penalty = recipe.get("beam", "?"), recipe.get("length_penalty", "?")
+        search = f"beam {beam}, length penalty {penalty}"
+    return f"{where}, {search}"

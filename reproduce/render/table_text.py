@@ -1,0 +1,211 @@
+"""paper_tables/<table>.{md,csv,tex} of a grid table: our BLEU beside the paper's.
+
+Each table states its scale, corpus and BLEU recipe (split, beam, length penalty, sacreBLEU
+signature), marks collapsed cells and counts how many cells agree with the paper on collapse.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from experiments.tracking import atomic_write
+from reproduce.collapse import DIVERGED
+from reproduce.render.provenance import joined
+from reproduce.render.table_data import TableCell, TableData
+
+PAPER_SETUP = (
+    "Paper: Transformer base on WMT'14 En-De, BLEU on newstest2013 with beam 4 and length "
+    "penalty 0.6 (100k steps; Table 3: 50k steps, 16k-token batches)."
+)
+CSV_COLUMNS = (
+    "table",
+    "row",
+    "column",
+    "warmup",
+    "bleu",
+    "paper_bleu",
+    "collapsed",
+    "paper_collapsed",
+    "collapse_agrees",
+    "status",
+    "tokenized_bleu",
+    "valid_loss",
+    "steps",
+    "scale",
+    "description",
+    "cell_id",
+    "result_cell_id",
+)
+
+
+
+def _fmt_bleu(bleu: float | str | None, digits: int = 1) -> str:
+    if bleu is None:
+        return "-"
+    if bleu == DIVERGED:
+        return DIVERGED
+    return f"{float(bleu):.{digits}f}"
+
+
+def _mark(text: str, tc: TableCell, *, ours: bool, dagger: str, cross: str) -> str:
+    collapsed = tc.collapsed if ours else tc.paper_collapsed
+    if collapsed:
+        text += f" {dagger}"
+    if ours and tc.agrees is False:
+        text += f" {cross}"
+    return text
+
+
+def _provenance_lines(data: TableData) -> list[str]:
+    p = data.provenance
+
+    def field(key: str, missing: str = "unknown") -> str:
+        return joined(p.get(key) or [], missing)
+
+    return [
+        f"Ours: scale {field('scale', 'no results yet')}; training steps: {field('steps')}.",
+        f"Corpus: {field('corpus')}.",
+        f"BLEU: sacreBLEU (detokenized) on {field('recipe')}; signature: {field('signature')}.",
+        f"Tokenized BLEU (intl tokenizer, as 2018 papers reported) is in the CSV; signature: "
+        f"{field('tokenized_signature')}.",
+        PAPER_SETUP,
+    ]
+
+
+LEGEND = (
+    "`-` not run yet; `†` collapsed: BLEU below a quarter of the best BLEU in its column "
+    "(diverged counts as 0), applied to ours and to the paper's separately; `✗` our collapse "
+    "disagrees with the paper's."
+)
+
+
+def markdown(data: TableData) -> str:
+    header = ["Row", "Setting"]
+    for column in data.columns:
+        title = data.provider.column_title(column)
+        header += [f"{title}: ours", f"{title}: paper"]
+    lines = [f"# {data.provider.caption}", "", *_provenance_lines(data), "", data.agreement_line()]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in data.rows:
+        first = data.cell(row, data.columns[0])
+        entries = [row, first.cell.description]
+        for column in data.columns:
+            tc = data.cell(row, column)
+            entries.append(_mark(_fmt_bleu(tc.bleu), tc, ours=True, dagger="†", cross="✗"))
+            paper = _fmt_bleu(tc.cell.paper_bleu)
+            entries.append(_mark(paper, tc, ours=False, dagger="†", cross=""))
+        lines.append("| " + " | ".join(entries) + " |")
+    lines += ["", LEGEND, ""]
+    return "\n".join(lines)
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "" if flag is None else ("yes" if flag else "no")
+
+
+def csv_text(data: TableData) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in data.rows:
+        for column in data.columns:
+            tc = data.cell(row, column)
+            r = tc.result or {}
+            bleu = tc.bleu
+            writer.writerow(
+                {
+                    "table": data.table,
+                    "row": row,
+                    "column": column,
+                    "warmup": _yes_no(tc.cell.warmup),
+                    "bleu": "" if bleu is None else (bleu if bleu == DIVERGED else f"{bleu:.2f}"),
+                    "paper_bleu": tc.cell.paper_bleu,
+                    "collapsed": _yes_no(tc.collapsed),
+                    "paper_collapsed": _yes_no(tc.paper_collapsed),
+                    "collapse_agrees": _yes_no(tc.agrees),
+                    "status": r.get("status", "not run"),
+                    "tokenized_bleu": _round(r.get("tokenized_bleu")),
+                    "valid_loss": _round(r.get("valid_loss"), 4),
+                    "steps": r.get("steps", ""),
+                    "scale": r.get("scale", ""),
+                    "description": tc.cell.description,
+                    "cell_id": tc.cell.cell_id,
+                    "result_cell_id": r.get("cell_id", ""),
+                }
+            )
+    return buffer.getvalue()
+
+
+def _round(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def latex(data: TableData) -> str:
+    spec = "ll" + "rr" * len(data.columns)
+    head1 = " & ".join(
+        [" ", " "] + [rf"\multicolumn{{2}}{{c}}{{{_tex(data.provider.column_title(c))}}}"
+                      for c in data.columns]
+    )
+    head2 = " & ".join(["Row", "Setting"] + ["ours", "paper"] * len(data.columns))
+    lines = [
+        "% Generated by `python -m reproduce render " + data.table + "`; do not edit by hand.",
+        *("% " + line for line in _provenance_lines(data)),
+        "% " + data.agreement_line(),
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\hline",
+        head1 + r" \\",
+        head2 + r" \\",
+        r"\hline",
+    ]
+    for row in data.rows:
+        first = data.cell(row, data.columns[0])
+        entries = [_tex(row), _tex(first.cell.description)]
+        for column in data.columns:
+            tc = data.cell(row, column)
+            ours = _mark(_fmt_bleu(tc.bleu), tc, ours=True, dagger=r"$^\dagger$", cross=r"$\times$")
+            paper = _mark(_fmt_bleu(tc.cell.paper_bleu), tc, ours=False, dagger=r"$^\dagger$",
+                          cross="")
+            entries += ["--" if ours == "-" else ours, "--" if paper == "-" else paper]
+        lines.append(" & ".join(entries) + r" \\")
+    lines += [
+        r"\hline",
+        r"\end{tabular}",
+        rf"\caption{{{_tex(data.provider.caption)} {_tex(data.agreement_line())}. "
+        r"$^\dagger$: collapsed (BLEU below a quarter of the best in its column); "
+        r"$\times$: our collapse disagrees with the paper's.}",
+        rf"\label{{tab:{data.table}}}",
+        r"\end{table}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_table_files(data: TableData, out_dir: Path) -> list[Path]:
+    """<out_dir>/<table>.md, .csv and .tex; returns their paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    for suffix, text in (("md", markdown(data)), ("csv", csv_text(data)), ("tex", latex(data))):
+        path = out_dir / f"{data.table}.{suffix}"
+        atomic_write(path, text)
+        paths.append(path)
+    return paths
