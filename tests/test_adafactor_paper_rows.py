@@ -1,9 +1,10 @@
 """Adafactor against an independent float64 transcription of Algorithms 3-5, for every Table 2 row
 (A, C-P), on tall, wide, vector and rank-3 tensors; Adam equality; transformers' Adafactor.
 
-The transcription below is written from PAPER.md section 3, not from the implementation: it uses the
-paper's row and column *sums* (the implementation keeps means), loops over the leading dims of
-rank-3 tensors, and applies Algorithm 3's decay correction for constant beta2.
+The transcription below is written from the paper's Algorithms (docs/paper.md), not from the
+implementation: it uses the paper's row and column *sums* (the implementation keeps means), loops
+over the leading dims of rank-3 tensors, and applies Algorithm 3's decay correction for constant
+beta2.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def test_base_preset_is_t2t_transformer_base_v2() -> None:
 
 def test_base_parameter_count_is_60_9m_by_formula_and_module() -> None:
     cfg = model_config("base", vocab_size=32768)
-    # PAPER.md section 4: about 60.9M parameters with a 32,768-token shared vocabulary.
+    # The paper's setup (docs/paper.md): about 60.9M parameters with a 32,768-token shared
+    # vocabulary.
     assert cfg.num_parameters() == 60_880_896
     assert _count(cfg) == cfg.num_parameters()
 
