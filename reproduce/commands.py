@@ -16,7 +16,9 @@ from pathlib import Path
 
 from experiments.cells import TableProvider
 from experiments.tables import get_cell, provider
+from reproduce import slurm
 from reproduce.errors import UsageError
+from reproduce.local import run_cells_locally
 from reproduce.overrides import check_overrides, parse_set_args
 from reproduce.render import render_tables
 from reproduce.selection import (
@@ -27,6 +29,7 @@ from reproduce.selection import (
     parse_seeds,
     select_cells,
 )
+from reproduce.wandb_source import download_results
 
 
 def results_dir_of(args: argparse.Namespace) -> Path:
@@ -71,8 +74,6 @@ def _render_and_print(tables: Sequence[str], results_dir: Path, tables_dir: Path
 
 
 def _fetch_wandb(args: argparse.Namespace, tables: Sequence[str]) -> Path:
-    from reproduce.wandb_source import download_results
-
     if not args.entity or not args.project:
         raise UsageError("--from wandb needs --entity and --project, e.g. --entity my-team "
                          "--project adafactor-repro")
@@ -114,8 +115,6 @@ def run_tables(args: argparse.Namespace) -> int:
         return 0
     failed = []
     if pending:
-        from reproduce.local import run_cells_locally
-
         start = time.time()
         outcomes = run_cells_locally(
             pending, scale=args.scale, results_dir=results_dir, overrides=overrides,
@@ -132,8 +131,6 @@ def run_tables(args: argparse.Namespace) -> int:
 
 def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequence[str],
                   results_dir: Path, prepares: Sequence[TableProvider]) -> int:
-    from reproduce import slurm
-
     resources = slurm.SlurmResources(
         partition=args.partition, account=args.account, time=args.time, nodes=args.nodes,
         gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, mem=args.mem,
@@ -189,7 +186,7 @@ def run_one(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)
-    from experiments.runner import run_cell
+    from experiments.runner import run_cell  # Lightning: imported only when a cell runs here
 
     result = run_cell(
         args.cell_id, scale=args.scale, results_dir=results_dir_of(args), overrides=overrides,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.cli_values import parse_value
+from experiments.scales import scale_preset
 from reproduce.errors import UsageError
 
 
@@ -25,8 +26,6 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, Any]:
 
 def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
     """Build the preset once so a bad key, type or value fails here, before anything runs."""
-    from experiments.scales import scale_preset
-
     try:
         scale_preset(scale, **overrides)
     except (ValueError, TypeError) as err:

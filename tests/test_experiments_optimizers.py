@@ -82,3 +82,16 @@ def test_relative_row_scales_by_parameter_rms() -> None:
 def test_bad_specs(optimizer, schedule, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_optimizer(_params(), optimizer, schedule)
+
+
+def test_paper_step_size_at_real_time_is_the_integer_formula_extended() -> None:
+    from adafactor.schedules import paper_step_size, paper_step_size_at
+
+    for t in (1, 2, 99, 10_000, 10_001, 123_456):
+        for warmup in (True, False):
+            assert paper_step_size_at(t, warmup) == paper_step_size(t, warmup)
+            assert paper_step_size_at(float(t), warmup) == paper_step_size(t, warmup)
+    assert paper_step_size_at(2.5, True) == 1e-6 * 2.5
+    assert paper_step_size_at(40_000.5, False) == 1 / 40_000.5**0.5
+    with pytest.raises(ValueError, match="paper time"):
+        paper_step_size_at(0.5, True)
