@@ -120,3 +120,17 @@ def test_atomic_write_gives_the_permissions_of_a_normally_created_file(tmp_path:
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "table.md").read_text() == "text\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_read_metrics_ignores_only_a_torn_last_line(tmp_path: Path) -> None:
+    """A cell still running may be half-way through its last line; anything else is an error."""
+    from experiments.tracking import MetricsWriter, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10, "train_loss": 5.5}\n{"step": 20, "train_loss": 4.25}\n{"st')
+    assert read_metrics(path) == [{"step": 10, "train_loss": 5.5},
+                                  {"step": 20, "train_loss": 4.25}]
+    assert MetricsWriter(path).rows() == read_metrics(path)
+    path.write_text('{"step": 10}\n{"st\n{"step": 20}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON line"):
+        read_metrics(path)

@@ -129,3 +129,10 @@ def test_no_private_name_is_imported_across_packages() -> None:
             if private or any(part.startswith("_") for part in target.split(".")):
                 wrong.append(f"{module} -> {target} {private}")
     assert wrong == []
+
+
+def test_only_the_entry_point_imports_the_cli() -> None:
+    """reproduce/cli.py parses and dispatches: nothing it dispatches to comes back to it."""
+    graph, _ = _graph()
+    assert sorted(m for m, targets in graph.items() if "reproduce.cli" in targets) == [
+        "reproduce.__main__"]
