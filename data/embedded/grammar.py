@@ -112,6 +112,7 @@ _SEIN_PAST = ("war", "warst", "war", "waren", "waren")
 _HABEN = ("habe", "hast", "hat", "haben", "haben")
 _HABEN_PAST = ("hatte", "hattest", "hatte", "hatten", "hatten")
 _WERDEN = ("werde", "wirst", "wird", "werden", "werden")
+_GEBEN_PAST = ("gab", "gabst", "gab", "gaben", "gaben")
 
 
 def sein(person: str, past: bool = False) -> str:
@@ -124,6 +125,10 @@ def haben(person: str, past: bool = False) -> str:
 
 def werden(person: str) -> str:
     return _WERDEN[PERSON_INDEX[person]]
+
+
+def geben_past(person: str) -> str:
+    return _GEBEN_PAST[PERSON_INDEX[person]]
 
 
 def english_be(person: str, past: bool = False) -> str:
