@@ -1,4 +1,5 @@
-"""KEY=VALUE command-line overrides, parsed the same way by every entry point."""
+"""KEY=VALUE command-line values: the one parser every entry point uses (``--set``,
+the benchmarks' ``--override``)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_key_value(text: str) -> tuple[str, Any]:
-    """``"steps=40"`` -> ``("steps", 40)``; an argparse ``type=`` (bad input is a usage error)."""
+def split_key_value(text: str) -> tuple[str, Any]:
+    """``"steps=40"`` -> ``("steps", 40)``; ValueError for anything not ``KEY=VALUE``."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"override {text!r} must look like KEY=VALUE")
+        raise ValueError(f"{text!r}: expected KEY=VALUE, e.g. steps=40")
     return key, parse_value(value.strip())
+
+
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """`split_key_value` as an argparse ``type=`` (bad input is a usage error)."""
+    try:
+        return split_key_value(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

@@ -1,27 +1,29 @@
-"""Run one grid cell as a Lightning Trainer run: ``run_cell`` and ``python -m experiments.runner``.
+"""Run one grid cell as a Lightning Trainer run: ``run_cell`` (``python -m reproduce run``).
 
 Per cell, under ``<results_dir>/<cell_id>/`` (also the Trainer's default_root_dir, so Lightning's
-Slurm auto-requeue writes its hpc_ckpt_N.ckpt there):
+Slurm auto-requeue writes its hpc_ckpt_N.ckpt there); the files and their readers are
+experiments.cell_files, the identity checked before reuse and resume is experiments.identity:
 
-- ``config.json``   cell, scale preset, model config, data and Trainer settings (at start);
+- ``config.json``   cell, scale preset, model config, Trainer settings and identity (at start);
 - ``metrics.jsonl`` a row every ``log_interval`` steps (train loss, lr, optimizer statistics,
                     tokens/s, wall time) and every ``val_interval`` steps (validation loss);
 - ``checkpoints/``  ``last.ckpt`` (and the newest step checkpoint) every ``checkpoint_interval``;
-- ``result.json``   final metrics and BLEU, written atomically when the cell ends;
+- ``result.json``   final metrics, BLEU and identity, written atomically when the cell ends;
 - ``wandb/``        the W&B run (offline unless WANDB_API_KEY is set), same keys.
 
-A cell whose result.json exists is returned as is. A cell with a checkpoint resumes from the
-newest of ``checkpoints/last.ckpt`` and Lightning's ``hpc_ckpt_*.ckpt``; metrics.jsonl rows after
-the checkpoint's step are dropped first, so the file ends up equal to an uninterrupted run's.
+A finished cell of the same identity is returned as is; one of other settings is refused (or
+discarded with ``fresh``). A cell with a checkpoint resumes from the newest valid one; rows of
+metrics.jsonl after the checkpoint's step are dropped first, so the file ends up equal to an
+uninterrupted run's. A stop request (SIGTERM/SIGINT, `request_stop`) checkpoints at the next
+logged step and raises `CellInterrupted`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import resource
+import signal
 import sys
 import time
 import warnings
@@ -36,29 +38,27 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from adafactor import optimizer_state_bytes
 from data.datamodule import TranslationData
-from experiments.cells import Cell
-from experiments.cli_values import parse_key_value
-from experiments.optimizers import build_optimizer, step_size_schedule
-from experiments.scales import ScalePreset, scale_preset
-from experiments.tables import get_cell
-from experiments.tracking import (
+from experiments.cell_files import (
+    CHECKPOINT_SUBDIR,
     CONFIG_FILE,
     METRICS_FILE,
     RESULT_FILE,
     MetricsWriter,
     atomic_write_json,
     cell_dir,
-    make_wandb_logger,
-    read_json,
-    summary_keys,
+    cell_lock,
+    find_resume_checkpoint,
 )
+from experiments.cells import Cell
+from experiments.identity import cell_identity, check_cell_folder, data_fingerprints
+from experiments.optimizers import build_optimizer, step_size_schedule
+from experiments.scales import ScalePreset, scale_preset
+from experiments.tables import get_cell
+from experiments.tracking import make_wandb_logger, summary_keys
 from models.lightning_module import TranslationModule
 from models.presets import model_config
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_SUBDIR = "checkpoints"
-
 
 def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     """CUDA max_memory_allocated on GPU, else this process's max RSS (ru_maxrss is in KiB)."""
@@ -73,21 +73,40 @@ def _cpu_time_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _checkpoint_step(path: Path) -> int:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return int(ckpt["global_step"])
+class CellInterrupted(Exception):
+    """The cell stopped on request (a signal) after saving a checkpoint it can resume from."""
+
+    def __init__(self, cell_id: str, step: int, checkpoint: Path | None) -> None:
+        self.cell_id, self.step, self.checkpoint = cell_id, step, checkpoint
+        where = f"checkpoint at step {step}" if checkpoint else "no checkpoint"
+        super().__init__(f"{cell_id} interrupted at step {step} ({where})")
 
 
-def find_resume_checkpoint(out_dir: Path) -> tuple[Path | None, int]:
-    """The newest checkpoint of a cell (ours or Slurm requeue's) and its global step."""
-    candidates = [out_dir / CHECKPOINT_SUBDIR / "last.ckpt", *out_dir.glob("hpc_ckpt_*.ckpt")]
-    best: tuple[Path | None, int] = (None, 0)
-    for path in candidates:
-        if path.is_file():
-            step = _checkpoint_step(path)
-            if best[0] is None or step > best[1]:
-                best = (path, step)
-    return best
+class CellSetupError(ValueError):
+    """A cell that cannot be built (bad corpus, split, model or vocabulary setting)."""
+
+
+_STOP: dict[str, int | None] = {"signal": None}
+
+
+def request_stop(signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+    """Ask the running cell to checkpoint at its next logged step and stop (a signal handler)."""
+    if _STOP["signal"] is None:
+        _STOP["signal"] = signum
+
+
+def stop_requested() -> int | None:
+    """The signal number that asked this process to stop, or None."""
+    return _STOP["signal"]
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM and SIGINT ask for a stop instead of killing the process mid-write.
+
+    Lightning's own SIGTERM handler keeps this one (it calls the handler it found).
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
 
 
 class CellMonitor(Callback):
@@ -101,6 +120,15 @@ class CellMonitor(Callback):
         self.max_steps = max_steps
         self._val_loader = None
         self.last_row: dict[str, Any] = {}
+        self.checkpoint_path: Path | None = None
+        self.cell_id = ""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: a resume at max_steps still knows the last train_loss."""
+        return {"last_row": dict(self.last_row)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_row = dict(state_dict.get("last_row", {}))
 
     def _emit(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
         if trainer.is_global_zero:
@@ -133,6 +161,11 @@ class CellMonitor(Callback):
         pl_module.reset_interval()
         self.last_row = row
         self._emit(trainer, row)
+        if stop_requested() is not None and not diverged and step < self.max_steps:
+            path = self.checkpoint_path
+            if path is not None:
+                trainer.save_checkpoint(path)
+            raise CellInterrupted(self.cell_id, step, path)
 
 
 def _trainer_kwargs(preset: ScalePreset, devices: int | str | None, accelerator: str,
@@ -220,6 +253,7 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
     )
     trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes)
     config = build_config(cell, preset, model_cfg, steps, max_tokens, trainer_kwargs)
+    config["identity"] = cell_identity(cell, preset, data_fingerprints(preset, vocab.model_path))
     out_dir = cell_dir(results_dir, cell.cell_id)
     return CellSetup(cell, preset, out_dir, steps, data, module, trainer_kwargs, config)
 
@@ -229,6 +263,8 @@ def train_cell(setup: CellSetup, writer: MetricsWriter, loggers: list[Any],
     """Fit the cell's module with Lightning (resuming from ``resume_path`` if given)."""
     preset, out_dir = setup.preset, setup.out_dir
     monitor = CellMonitor(writer, setup.data, preset, setup.steps)
+    monitor.cell_id = setup.cell.cell_id
+    monitor.checkpoint_path = out_dir / CHECKPOINT_SUBDIR / "last.ckpt"
     checkpoint = ModelCheckpoint(
         dirpath=out_dir / CHECKPOINT_SUBDIR,
         filename="step{step}",
@@ -311,7 +347,34 @@ def result_record(setup: CellSetup, trainer: pl.Trainer, monitor: CellMonitor, *
         "process_cpu_time_s": _cpu_time_s(),
         "steps": trainer.global_step,
         "resumed_from_step": resume_step,
+        "identity": setup.config["identity"],
     }
+
+
+def _write_final(trainer: pl.Trainer, writer: MetricsWriter, result: dict[str, Any],
+                 out_dir: Path) -> None:
+    """The final metrics row, the W&B summary, then result.json (atomic; a resume that finds
+    no result.json drops the final row first, so there is never a second one)."""
+    final_row = {"step": trainer.global_step, "final": True, **{
+        k: result[k] for k in ("valid_loss", "bleu", "tokenized_bleu", "status")}}
+    writer.append(final_row)
+    for logger in trainer.loggers:
+        logger.log_metrics({k: v for k, v in final_row.items()
+                            if k != "step" and isinstance(v, int | float)},
+                           step=trainer.global_step)
+        experiment = getattr(logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "summary"):
+            experiment.summary.update(summary_keys(result))
+    atomic_write_json(out_dir / RESULT_FILE, result)
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0 and int(
+        os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def run_cell(
@@ -325,86 +388,66 @@ def run_cell(
     num_nodes: int = 1,
     use_wandb: bool = True,
     cache_dir: Path | None = None,
+    fresh: bool = False,
+    wait_lock: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate one cell (resuming from its checkpoint) and return its result dict.
 
-    ``cache_dir`` holds trained SentencePiece models (default ``<results_dir>/.cache``).
+    The cell's lock is held throughout (LockHeld if another process trains it). Its identity is
+    checked against the folder before a reuse or a resume (IdentityMismatch; ``fresh`` discards
+    the folder's results and partial state instead). ``cache_dir`` holds trained SentencePiece
+    models (default ``<results_dir>/.cache/vocab``).
     """
     cell = get_cell(cell_id)
     preset = scale_preset(scale, **(overrides or {}))
     results_dir = Path(results_dir)
     out_dir = cell_dir(results_dir, cell.cell_id)
-    result_path = out_dir / RESULT_FILE
-    if result_path.is_file():
-        return read_json(result_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    setup = build_cell(cell, preset, results_dir, devices=devices, accelerator=accelerator,
-                       num_nodes=num_nodes, cache_dir=cache_dir)
+    rank_zero = _is_rank_zero()
+    lock = cell_lock(results_dir, cell.cell_id)
+    if rank_zero:
+        lock.acquire(wait=wait_lock, log=_say)
+    try:
+        return _run_locked(cell, preset, results_dir, out_dir, devices=devices,
+                           accelerator=accelerator, num_nodes=num_nodes, use_wandb=use_wandb,
+                           cache_dir=cache_dir, fresh=fresh, rank_zero=rank_zero)
+    finally:
+        lock.release()
 
-    resume_path, resume_step = find_resume_checkpoint(out_dir)
+
+def _run_locked(cell: Cell, preset: ScalePreset, results_dir: Path, out_dir: Path, *,
+                devices: int | str | None, accelerator: str, num_nodes: int, use_wandb: bool,
+                cache_dir: Path | None, fresh: bool, rank_zero: bool) -> dict[str, Any]:
+    started = time.time()
+    try:
+        setup = build_cell(cell, preset, results_dir, devices=devices, accelerator=accelerator,
+                           num_nodes=num_nodes, cache_dir=cache_dir)
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise CellSetupError(f"{cell.cell_id} cannot be built with these settings: {text}"
+                             ) from None
+    state, result = check_cell_folder(out_dir, setup.config["identity"], preset.name,
+                                      fresh=fresh, act=rank_zero, log=_say)
+    if state == "done" and result is not None:
+        return result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume_path, resume_step = find_resume_checkpoint(out_dir, log=_say)
     writer = MetricsWriter(out_dir / METRICS_FILE)
-    is_rank_zero = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0 and int(
-        os.environ.get("LOCAL_RANK", "0")) == 0
-    if is_rank_zero:
+    if rank_zero:
         atomic_write_json(out_dir / CONFIG_FILE, setup.config)
         writer.truncate_after(resume_step if resume_path is not None else 0)
 
     loggers = []
     if use_wandb:
         loggers.append(make_wandb_logger(cell, preset.name, results_dir, setup.config))
-    trainer, monitor = train_cell(setup, writer, loggers, resume_path)
-    result = result_record(setup, trainer, monitor, started=started,
-                           resume_step=resume_step if resume_path is not None else None)
-    if trainer.is_global_zero:
-        final_row = {"step": trainer.global_step, "final": True, **{
-            k: result[k] for k in ("valid_loss", "bleu", "tokenized_bleu", "status")}}
-        writer.append(final_row)
-        for logger in trainer.loggers:
-            logger.log_metrics({k: v for k, v in final_row.items()
-                                if k != "step" and isinstance(v, int | float)},
-                               step=trainer.global_step)
-            experiment = getattr(logger, "experiment", None)
-            if experiment is not None and hasattr(experiment, "summary"):
-                experiment.summary.update(summary_keys(result))
-        atomic_write_json(result_path, result)
+    try:
+        trainer, monitor = train_cell(setup, writer, loggers, resume_path)
+        result = result_record(setup, trainer, monitor, started=started,
+                               resume_step=resume_step if resume_path is not None else None)
+        if trainer.is_global_zero:
+            _write_final(trainer, writer, result, out_dir)
+    finally:
         if loggers:
             import wandb
 
             wandb.finish()
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cell_id", help="e.g. table2/H/no-warmup/seed0")
-    parser.add_argument("--scale", default="tiny", choices=("tiny", "small", "base"))
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    parser.add_argument("--set", dest="overrides", action="append", type=parse_key_value,
-                        default=[], metavar="KEY=VALUE",
-                        help="scale preset override (JSON value), e.g. --set steps=200")
-    parser.add_argument("--devices", default=None,
-                        help="number of devices per node (int) or 'auto'")
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("--no-wandb", action="store_true")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="SentencePiece model cache (default RESULTS_DIR/.cache/vocab)")
-    args = parser.parse_args(argv)
-    devices: int | str | None = args.devices
-    if isinstance(devices, str) and devices.isdigit():
-        devices = int(devices)
-    result = run_cell(
-        args.cell_id, scale=args.scale, results_dir=args.results_dir,
-        overrides=dict(args.overrides), devices=devices, accelerator=args.accelerator,
-        num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
-    )
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        print(json.dumps({k: result[k] for k in ("cell_id", "status", "bleu", "valid_loss",
-                                                 "train_loss", "steps", "wall_time_s")}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

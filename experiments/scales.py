@@ -85,6 +85,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.corpora import CORPUS_NAMES
+from models.presets import PRESETS
+
 PAPER_STEPS = 100_000
 
 SHARED_DATA = Path(os.environ.get("ADAFACTOR_SHARED_DATA", Path(__file__).resolve().parents[2]
@@ -196,6 +199,9 @@ def _presets() -> dict[str, ScalePreset]:
 
 
 SCALES = ("tiny", "small", "base")
+# Lightning's precision names (Trainer(precision=...)).
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
+              "16-true", "bf16-true")
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
@@ -248,6 +254,17 @@ def _validate(p: ScalePreset) -> None:
             f"checkpoint_interval ({p.checkpoint_interval}) must be a multiple of log_interval "
             f"({p.log_interval}): a checkpoint is taken right after a logged row"
         )
+    if p.corpus not in CORPUS_NAMES:
+        raise ValueError(f"scale setting 'corpus' must be one of {', '.join(CORPUS_NAMES)}, "
+                         f"got {p.corpus!r}")
+    if p.model not in PRESETS:
+        raise ValueError(f"scale setting 'model' must be one of {', '.join(PRESETS)}, "
+                         f"got {p.model!r}")
+    if p.precision not in PRECISIONS:
+        raise ValueError(f"scale setting 'precision' must be one of {', '.join(PRECISIONS)}, "
+                         f"got {p.precision!r}")
+    if p.seed < 0:
+        raise ValueError(f"scale setting 'seed' must be >= 0, got {p.seed}")
     if p.decode not in ("beam", "greedy"):
         raise ValueError(f"scale setting 'decode' must be 'beam' or 'greedy', got {p.decode!r}")
     for key in ("lr_scale", "relative_lr_scale"):

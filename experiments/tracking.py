@@ -1,146 +1,37 @@
-"""Result files of a cell and their W&B mirror.
+"""The W&B mirror of a cell's files, and curves read from its metrics.
 
-``<results_dir>/<cell_id>/`` holds ``config.json`` (written at start), ``metrics.jsonl`` (one JSON
-line per logged step/validation, appended and flushed line by line) and ``result.json`` (written
-once at the end). JSON files are written atomically: a temp file in the same folder, fsync, then
-``os.replace``, so a killed process leaves either the old file or the new one, never half of one.
-The project's files are the source of truth; W&B (offline unless WANDB_API_KEY is set) is a
-mirror with the same keys (an offline W&B run cannot be resumed into, so the files must be).
+The files themselves (names, atomic writes, readers) are experiments.cell_files; the names below
+are re-exported from there for older imports. The project's files are the source of truth; W&B
+(offline unless WANDB_API_KEY is set) is a mirror with the same keys (an offline W&B run cannot be
+resumed into, so the files must be). An online W&B that cannot be reached within
+``WANDB_INIT_TIMEOUT_S`` does not stop a cell: it goes on with W&B offline and says so once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
-RESULT_FILE = "result.json"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
+from experiments.cell_files import (  # noqa: F401  (re-exported: defined once, in cell_files)
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    MetricsWriter,
+    atomic_write,
+    atomic_write_json,
+    cell_dir,
+    jsonable,
+    load_results,
+    read_json,
+    read_metrics,
+)
+
 WANDB_PROJECT = "adafactor-repro"
-
-
-def _jsonable(value: Any) -> Any:
-    """Non-finite floats become strings ("nan", "inf") so the files stay strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _default_file_mode() -> int:
-    """0o666 less the process umask: what open() would give a new file (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never half of one.
-
-    A temporary file in the same folder is written, fsynced, given the usual permissions and
-    renamed over ``path``; the folder is fsynced so the rename survives a crash.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (see `atomic_write`)."""
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, text)
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-class MetricsWriter:
-    """Appends one JSON object per line to metrics.jsonl, flushed (and fsynced) per line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def append(self, row: dict[str, Any]) -> None:
-        line = json.dumps(_jsonable(row), sort_keys=True, allow_nan=False)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def truncate_after(self, step: int) -> None:
-        """Keep only rows with step <= ``step`` (resume from a checkpoint taken at ``step``).
-
-        Rows logged after the checkpoint are repeated by the resumed run; dropping them makes the
-        file equal to an uninterrupted run's. A torn last line (killed mid-write) is dropped too.
-        """
-        if not self.path.exists():
-            return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if int(row.get("step", 0)) <= step:
-                kept.append(json.dumps(row, sort_keys=True, allow_nan=False))
-        atomic_write(self.path, "".join(k + "\n" for k in kept))
-
-    def rows(self) -> list[dict[str, Any]]:
-        return read_metrics(self.path)
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every record of a metrics.jsonl; [] when the file does not exist yet.
-
-    A cell that is still running may be half-way through writing its last line: an unparsable
-    LAST line is ignored, an unparsable line anywhere else is an error naming file and line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line ({err})") from err
-    return records
+WANDB_INIT_TIMEOUT_S = 20.0
 
 
 def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -157,19 +48,6 @@ def last_value(records: list[dict[str, Any]], key: str) -> tuple[float, float] |
     """(step, value) of the last record that carries ``key``, or None."""
     steps, values = series(records, key)
     return (steps[-1], values[-1]) if steps else None
-
-
-def cell_dir(results_dir: Path, cell_id: str) -> Path:
-    return Path(results_dir) / cell_id
-
-
-def load_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Every result.json under ``results_dir``, sorted by cell id."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise FileNotFoundError(f"results folder {results_dir} does not exist")
-    results = [read_json(p) for p in results_dir.rglob(RESULT_FILE)]
-    return sorted(results, key=lambda r: str(r.get("cell_id", "")))
 
 
 # --- W&B ------------------------------------------------------------------------------------
@@ -201,25 +79,48 @@ def wandb_settings(cell: Any, scale: str, results_dir: Path) -> dict[str, Any]:
     }
 
 
+def _init_timeout_s() -> float:
+    return float(os.environ.get("ADAFACTOR_WANDB_INIT_TIMEOUT", WANDB_INIT_TIMEOUT_S))
+
+
 def make_wandb_logger(cell: Any, scale: str, results_dir: Path, config: dict[str, Any]):
-    """Lightning's WandbLogger for a cell, writing under ``<cell dir>/wandb``."""
+    """Lightning's WandbLogger for a cell, writing under ``<cell dir>/wandb``.
+
+    The run is started here, with a short ``init_timeout``: if W&B cannot be reached, the run is
+    torn down once and restarted offline (it can be synced later), so the mirror never fails a
+    cell.
+    """
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     settings = wandb_settings(cell, scale, results_dir)
     save_dir = cell_dir(results_dir, cell.cell_id)
     save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        save_dir=str(save_dir),
-        mode=wandb_mode(),
-        resume="allow",
-        config=_jsonable(config),
-        **settings,
-    )
+
+    def logger(mode: str) -> WandbLogger:
+        made = WandbLogger(save_dir=str(save_dir), mode=mode, resume="allow",
+                           config=jsonable(config),
+                           settings=wandb.Settings(init_timeout=_init_timeout_s()), **settings)
+        made.experiment  # noqa: B018  (starts the run now, inside the timeout)
+        return made
+
+    mode = wandb_mode()
+    if mode == "offline" or mode == "disabled":
+        return logger(mode)
+    try:
+        return logger(mode)
+    except Exception as err:  # CommError, UsageError, auth errors: all mean "not reachable"
+        text = " ".join(str(err).split())[:200]
+        print(f"W&B could not be reached ({type(err).__name__}: {text}); {cell.cell_id} goes on "
+              f"with W&B offline (sync later with `wandb sync {save_dir / 'wandb'}`)",
+              file=sys.stderr, flush=True)
+        wandb.teardown()
+        return logger("offline")
 
 
 def summary_keys(result: dict[str, Any]) -> dict[str, Any]:
     """The result.json values mirrored into ``wandb.summary`` (scalars and strings only)."""
-    return {k: v for k, v in _jsonable(result).items() if isinstance(v, str | int | float | bool)
+    return {k: v for k, v in jsonable(result).items() if isinstance(v, str | int | float | bool)
             or v is None}
 
 

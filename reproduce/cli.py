@@ -2,22 +2,26 @@
 
 Commands: one per table (experiments.tables: ``table1|table2|table3|frontier``, plus ``all``:
 run the missing cells, then render), ``run CELL_ID`` (one cell; what Slurm array tasks call) and
-``render TABLE`` (tables from existing results). Bad input prints one clear line and exits with
-code 2; failed cells exit with code 1 after rendering what finished.
+``render TABLE`` (tables from existing results). Bad input (and a damaged file, a results folder
+in use, results of other settings) prints one clear line and exits with code 2; failed cells
+exit with code 1 after rendering what finished; SIGINT/SIGTERM stop the run with one line naming
+what finished and what was interrupted, and exit code 128 + the signal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.cell_files import CellFileError, LockHeld
 from experiments.cells import TableProvider
 from experiments.tables import REGISTRY
 from reproduce import commands
-from reproduce.errors import UsageError
+from reproduce.errors import Interrupted, UsageError
 
 EXAMPLES = """examples:
   python -m reproduce table2                       # tiny scale, all 44 cells on this machine
@@ -53,6 +57,29 @@ def _add_scale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-wandb", action="store_true",
         help="do not mirror runs to W&B (default: mirror; offline unless WANDB_API_KEY is set)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_cell_state(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="discard the results and partial state of cells whose settings or data differ "
+        "from this run's, instead of refusing them. Example: --fresh",
+    )
+    parser.add_argument(
+        "--wait-lock", action="store_true",
+        help="if another run holds the results folder (or cell), wait for it instead of "
+        "refusing. Example: --wait-lock",
     )
 
 
@@ -114,8 +141,9 @@ def _add_launcher(sub: argparse.ArgumentParser) -> None:
         help="print what would run (local: the cells; slurm: the scripts and sbatch lines) "
         "and change nothing. Example: --launcher slurm --dry-run",
     )
+    _add_cell_state(sub)
     sub.add_argument(
-        "--workers", type=int, default=None,
+        "--workers", type=_positive_int, default=None,
         help="local: parallel cells (default: number of GPUs, else of cores). Example: "
         "--workers 2",
     )
@@ -180,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="devices per node (default: Lightning's auto). Example: --devices 8")
     run.add_argument("--num-nodes", type=int, default=1, help="Example: --num-nodes 2")
     run.add_argument("--accelerator", default="auto", help="Example: --accelerator gpu")
+    run.add_argument("--cache-dir", type=Path, default=None,
+                     help="SentencePiece model cache (default RESULTS_DIR/.cache/vocab). "
+                     "Example: --cache-dir /scratch/me/vocab")
+    _add_cell_state(run)
 
     render = commands_.add_parser(
         "render", help="render paper_tables/ from existing results (or W&B runs)",
@@ -205,16 +237,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_before_start(signum: int, _frame: object) -> None:
+    raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} before any cell "
+                      "started; nothing was changed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = {"run": commands.run_one, "render": commands.render}.get(args.command,
                                                                         commands.run_tables)
+    if args.command != "render":
+        signal.signal(signal.SIGTERM, _stop_before_start)
     try:
         return command(args)
-    except UsageError as err:
+    except (UsageError, CellFileError, LockHeld) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:
+        print("stopped by SIGINT", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0

@@ -1,7 +1,9 @@
 """What each ``python -m reproduce`` command does, given its parsed arguments.
 
-``tables``: select the cells of the asked tables, skip those with results (checking that they
-fit), run the rest here or on Slurm, run each table's ``prepare`` step, render. ``run``: one cell.
+``tables``: select the cells of the asked tables, lock the results folder, check everything
+before a worker starts (folders, every ``--set`` value by building one cell), reuse the cells
+whose results have this run's identity (refusing those of other settings), run the rest here or
+on Slurm, run each table's ``prepare`` step, render. ``run``: one cell.
 ``render``: tables from existing results (or W&B runs). Nothing here tests a table's name: what
 differs between tables is in their providers (experiments.tables).
 """
@@ -9,15 +11,20 @@ differs between tables is in their providers (experiments.tables).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
+from experiments.cell_files import CellFileError, LockHeld, results_lock
 from experiments.cells import TableProvider
+from experiments.preflight import MIN_FREE_BYTES, PreflightError, check_folder, preflight_cell
+from experiments.scales import scale_preset
 from experiments.tables import get_cell, provider
 from reproduce import slurm
-from reproduce.errors import UsageError
+from reproduce.errors import Interrupted, UsageError
 from reproduce.local import run_cells_locally
 from reproduce.overrides import check_overrides, parse_set_args
 from reproduce.render import render_tables
@@ -96,12 +103,38 @@ def run_tables(args: argparse.Namespace) -> int:
         return 0
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     results_dir = results_dir_of(args)
     seeds = parse_seeds(getattr(args, "seeds", "0"))
     cells = select_cells(tables, parse_rows(args.rows), seeds)
-    done = [c.cell_id for c in cells if has_result(results_dir, c.cell_id)]
-    pending = [c.cell_id for c in cells if c.cell_id not in done]
-    check_existing_results(results_dir, done, args.scale, overrides)
+    if args.dry_run:  # settings only: a dry run builds nothing and changes nothing
+        done, pending = check_existing_results(results_dir, cells, args.scale, overrides,
+                                               act=False)
+        return _run_selected(args, tables, cells, done, pending, results_dir, overrides)
+    lock = results_lock(results_dir)
+    try:
+        check_folder(results_dir, "--results-dir", min_free_bytes=MIN_FREE_BYTES)
+        lock.acquire(wait=args.wait_lock, log=partial(print, flush=True))
+    except (PreflightError, LockHeld) as err:
+        raise UsageError(str(err)) from None
+    try:
+        try:
+            check_folder(args.tables_dir, "--tables-dir")
+            fingerprints = preflight_cell(cells[0], scale_preset(args.scale, **overrides),
+                                          results_dir) if cells else None
+        except PreflightError as err:
+            raise UsageError(f"{err} (checked before any cell runs)") from None
+        done, pending = check_existing_results(results_dir, cells, args.scale, overrides,
+                                               fingerprints=fingerprints, fresh=args.fresh)
+        return _run_selected(args, tables, cells, done, pending, results_dir, overrides)
+    finally:
+        lock.release()
+
+
+def _run_selected(args: argparse.Namespace, tables: Sequence[str], cells: Sequence[object],
+                  done: Sequence[str], pending: Sequence[str], results_dir: Path,
+                  overrides: dict) -> int:
     print(f"{args.command} at scale {args.scale}: {len(cells)} cells, {len(done)} already have "
           f"results in {results_dir}, {len(pending)} to run", flush=True)
     prepares = [p for p in _with_prepare(tables) if not getattr(args, skip_dest(p.prepare_flag))]
@@ -122,8 +155,14 @@ def run_tables(args: argparse.Namespace) -> int:
         )
         failed = [o for o in outcomes if o.status == "failed"]
         print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
-    _prepare(prepares, results_dir, args.rows)
-    _render_and_print(tables, results_dir, args.tables_dir)
+    try:
+        _prepare(prepares, results_dir, args.rows)
+        _render_and_print(tables, results_dir, args.tables_dir)
+    except UsageError:
+        if not failed:
+            raise
+        print(f"no table rendered: every cell that ran failed and none has results in "
+              f"{results_dir}", file=sys.stderr)
     for outcome in failed:
         print(f"FAILED {outcome.cell_id}: {outcome.error}", file=sys.stderr)
     return 1 if failed else 0
@@ -186,13 +225,29 @@ def run_one(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)
-    from experiments.runner import run_cell  # Lightning: imported only when a cell runs here
-
-    result = run_cell(
-        args.cell_id, scale=args.scale, results_dir=results_dir_of(args), overrides=overrides,
-        devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes,
-        use_wandb=not args.no_wandb,
+    # Lightning: imported only when a cell runs here
+    from experiments.runner import (
+        CellInterrupted,
+        CellSetupError,
+        install_stop_handlers,
+        run_cell,
+        stop_requested,
     )
+
+    install_stop_handlers()
+    try:
+        result = run_cell(
+            args.cell_id, scale=args.scale, results_dir=results_dir_of(args),
+            overrides=overrides, devices=args.devices, accelerator=args.accelerator,
+            num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
+            fresh=args.fresh, wait_lock=args.wait_lock,
+        )
+    except CellInterrupted as stopped:
+        signum = stop_requested() or signal.SIGTERM
+        raise Interrupted(signum, f"stopped by {signal.Signals(signum).name}: {stopped}; run "
+                          "the same command again to resume") from None
+    except (CellFileError, LockHeld, CellSetupError) as err:
+        raise UsageError(str(err)) from None
     bleu = result.get("bleu")
     print(f"{args.cell_id}: {result.get('status')} BLEU "
           f"{'-' if bleu is None else f'{bleu:.2f}'} ({result.get('bleu_signature', '')})")

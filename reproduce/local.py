@@ -5,13 +5,20 @@ with one intra-op thread, so cells do not fight over cores. Workers are long-liv
 processes that import torch and Lightning once and then take cells from a queue; each cell's
 console output goes to ``<cell dir>/run.log``. A cell that raises (or a worker that dies) is
 reported and the others go on; the caller exits non-zero at the end.
+
+SIGINT or SIGTERM to this process stops the queue: no cell starts any more, each running worker
+is told to stop (it checkpoints at its next logged step), every worker is waited for (killed if
+it does not stop in time), and `Interrupted` is raised naming what finished and what was
+interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
+import signal
 import sys
 import time
 import traceback
@@ -21,16 +28,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from experiments.tracking import METRICS_FILE, cell_dir, last_value, read_metrics
+from experiments.cell_files import LOG_FILE, METRICS_FILE, cell_dir, read_metrics
+from experiments.tracking import last_value
+from reproduce.errors import Interrupted
 
-LOG_FILE = "run.log"
 STATUS_EVERY_S = 20.0
+STOP_GRACE_S = 120.0  # how long stopping workers get to checkpoint before they are killed
 
 
 @dataclass
 class CellOutcome:
     cell_id: str
-    status: str  # "ok", "diverged" (both have a result.json) or "failed"
+    status: str  # "ok", "diverged" (both have a result.json), "failed" or "interrupted"
     bleu: float | None = None
     wall_s: float = 0.0
     error: str | None = None
@@ -82,11 +91,14 @@ def _worker(
     import torch
 
     torch.set_num_threads(1)
-    from experiments.runner import run_cell
+    from experiments.runner import CellInterrupted, install_stop_handlers, run_cell, stop_requested
 
+    install_stop_handlers()
     while True:
+        if stop_requested() is not None:
+            return
         cell_id = tasks.get()
-        if cell_id is None:
+        if cell_id is None or stop_requested() is not None:
             return
         events.put(("start", worker, cell_id, None))
         _redirect_output(cell_dir(Path(results_dir), cell_id) / LOG_FILE)
@@ -107,7 +119,8 @@ def _worker(
                 "wall_s": time.time() - start,
             }
             events.put(("done", worker, cell_id, summary))
-        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: stop, take no more
+        except CellInterrupted as stopped:
+            events.put(("interrupted", worker, cell_id, {"step": stopped.step}))
             return
         except BaseException:
             traceback.print_exc()
@@ -117,7 +130,7 @@ def _worker(
 
 def _progress_text(cell_id: str, results_dir: Path) -> str:
     """``cell (step S, loss L, BLEU B)`` from the cell's metrics.jsonl so far."""
-    records = read_metrics(cell_dir(results_dir, cell_id) / METRICS_FILE)
+    records = read_metrics(cell_dir(results_dir, cell_id) / METRICS_FILE, strict=False)
     parts = []
     for key, label, fmt in (("train_loss", "loss", ".3f"), ("bleu", "BLEU", ".2f")):
         last = last_value(records, key)
@@ -138,7 +151,10 @@ def run_cells_locally(
     use_wandb: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[CellOutcome]:
-    """Run ``cell_ids`` (none of which has a result yet) and return one outcome per cell."""
+    """Run ``cell_ids`` (none of which has a result yet) and return one outcome per cell.
+
+    Raises `Interrupted` after a SIGINT/SIGTERM, once every worker has stopped.
+    """
     log = log or partial(print, flush=True)
     results_dir = Path(results_dir).resolve()
     overrides = dict(overrides or {})
@@ -161,68 +177,140 @@ def run_cells_locally(
         process.start()
         return process
 
-    processes = {i: start_worker(i) for i in range(n_workers)}
-    running: dict[int, tuple[str, float]] = {}  # worker -> (cell id, start time)
+    stop: dict[str, Any] = {"signal": None, "since": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop["signal"] is None:
+            stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    processes: dict[int, Any] = {}
     outcomes: dict[str, CellOutcome] = {}
-    unit = "GPU" if gpus[0] is not None else "core"
-    log(f"running {total} cells with {n_workers} worker(s) (one per {unit}); "
-        f"logs in {results_dir}/<cell>/{LOG_FILE}")
-    last_status = time.time()
     try:
-        while len(outcomes) < total:
-            try:
-                kind, worker, cell_id, payload = events.get(timeout=2.0)
-            except queue.Empty:
-                kind = None
-            if kind == "start":
-                running[worker] = (cell_id, time.time())
-                log(f"[{len(outcomes)}/{total}] started {cell_id}")
-            elif kind in ("done", "error"):
-                _, started = running.pop(worker, (cell_id, time.time()))
-                if kind == "done":
-                    outcome = CellOutcome(cell_id, payload["status"], payload["bleu"],
-                                          payload["wall_s"])
-                    bleu = "-" if outcome.bleu is None else f"{outcome.bleu:.2f}"
-                    text = f"{outcome.status:8s} BLEU {bleu}"
-                else:
-                    outcome = CellOutcome(cell_id, "failed", None, time.time() - started,
-                                          error=payload.strip().splitlines()[-1])
-                    text = f"FAILED   {outcome.error} (see {cell_dir(results_dir, cell_id)}/" \
-                           f"{LOG_FILE})"
-                outcomes[cell_id] = outcome
-                log(f"[{len(outcomes)}/{total}] {text}  {cell_id}  ({outcome.wall_s:.0f} s)")
-            # A worker that died in a cell (killed, segfault) fails that cell and is replaced;
-            # one that died without a cell (it could not even start) is not.
-            for index, process in list(processes.items()):
-                cell = running.get(index)
-                if process.is_alive() or cell is None or len(outcomes) >= total:
-                    continue
-                del running[index]
-                if cell[0] not in outcomes:
-                    outcomes[cell[0]] = CellOutcome(
-                        cell[0], "failed", None, time.time() - cell[1],
-                        error=f"worker process died (exit code {process.exitcode})",
-                    )
-                    log(f"[{len(outcomes)}/{total}] FAILED   worker died (exit code "
-                        f"{process.exitcode})  {cell[0]}")
-                if len(outcomes) + len(running) < total:
-                    processes[index] = start_worker(index)
-            if not running and not any(p.is_alive() for p in processes.values()):
-                for cell_id in cell_ids:  # every worker is gone: nothing will run the rest
-                    outcomes.setdefault(cell_id, CellOutcome(
-                        cell_id, "failed", error="not run: every worker process exited"))
-                break
-            if running and time.time() - last_status > STATUS_EVERY_S:
-                last_status = time.time()
-                now = ", ".join(_progress_text(c, results_dir) for c, _ in running.values())
-                log(f"[{len(outcomes)}/{total}] running: {now}")
+        processes.update({i: start_worker(i) for i in range(n_workers)})
+        _supervise(processes, start_worker, tasks, events, cell_ids, outcomes, stop,
+                   results_dir, log, "GPU" if gpus[0] is not None else "core")
     finally:
         for _ in processes:
             tasks.put(None)
-        deadline = time.time() + 10
+        deadline = time.time() + (STOP_GRACE_S if stop["signal"] is not None else 10)
         for process in processes.values():
             process.join(timeout=max(0.1, deadline - time.time()))
             if process.is_alive():
-                process.terminate()
+                process.kill()
                 process.join(timeout=5)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop["signal"] is not None:
+        raise Interrupted(stop["signal"], _stop_summary(stop["signal"], cell_ids, outcomes))
     return [outcomes[c] for c in cell_ids if c in outcomes]
+
+
+def _stop_summary(signum: int, cell_ids: Sequence[str], outcomes: dict[str, CellOutcome]) -> str:
+    """One line: what finished, what was interrupted (and where), what never started."""
+    name = signal.Signals(signum).name
+    finished = [c for c in cell_ids if c in outcomes and outcomes[c].status in ("ok", "diverged")]
+    failed = [c for c in cell_ids if c in outcomes and outcomes[c].status == "failed"]
+    stopped = [outcomes[c] for c in cell_ids if c in outcomes
+               and outcomes[c].status == "interrupted"]
+    waiting = [c for c in cell_ids if c not in outcomes]
+    parts = [f"{len(finished)} finished"]
+    if stopped:
+        parts.append(f"{len(stopped)} interrupted (" + ", ".join(
+            f"{o.cell_id}{'' if o.error is None else ' ' + o.error}" for o in stopped) + ")")
+    if failed:
+        parts.append(f"{len(failed)} failed ({', '.join(failed)})")
+    parts.append(f"{len(waiting)} not started")
+    return (f"stopped by {name}: {', '.join(parts)}; run the same command again to resume "
+            "(finished cells are kept, interrupted ones resume from their checkpoint)")
+
+
+def _supervise(processes: dict[int, Any], start_worker: Callable[[int], Any], tasks: Any,
+               events: Any, cell_ids: Sequence[str], outcomes: dict[str, CellOutcome],
+               stop: dict[str, Any], results_dir: Path, log: Callable[[str], None],
+               unit: str) -> None:
+    """The parent's loop: report events, replace dead workers, stop everything on a signal."""
+    total = len(cell_ids)
+    running: dict[int, tuple[str, float]] = {}  # worker -> (cell id, start time)
+    log(f"running {total} cells with {len(processes)} worker(s) (one per {unit}); "
+        f"logs in {results_dir}/<cell>/{LOG_FILE}")
+    last_status = time.time()
+    stopping = False
+    while len(outcomes) < total:
+        if stop["signal"] is not None and not stopping:
+            stopping = True
+            stop["since"] = time.time()
+            _stop_workers(processes, tasks, log, stop["signal"])
+        try:
+            kind, worker, cell_id, payload = events.get(timeout=0.5)
+        except queue.Empty:
+            kind = None
+        if kind == "start":
+            running[worker] = (cell_id, time.time())
+            if not stopping:
+                log(f"[{len(outcomes)}/{total}] started {cell_id}")
+        elif kind in ("done", "error", "interrupted"):
+            _, started = running.pop(worker, (cell_id, time.time()))
+            if kind == "done":
+                outcome = CellOutcome(cell_id, payload["status"], payload["bleu"],
+                                      payload["wall_s"])
+                bleu = "-" if outcome.bleu is None else f"{outcome.bleu:.2f}"
+                text = f"{outcome.status:8s} BLEU {bleu}"
+            elif kind == "interrupted":
+                outcome = CellOutcome(cell_id, "interrupted", None, time.time() - started,
+                                      error=f"at step {payload['step']}")
+                text = f"stopped  at step {payload['step']} (checkpointed)"
+            else:
+                outcome = CellOutcome(cell_id, "failed", None, time.time() - started,
+                                      error=payload.strip().splitlines()[-1])
+                text = f"FAILED   {outcome.error} (see {cell_dir(results_dir, cell_id)}/" \
+                       f"{LOG_FILE})"
+            outcomes[cell_id] = outcome
+            log(f"[{len(outcomes)}/{total}] {text}  {cell_id}  ({outcome.wall_s:.0f} s)")
+        # A worker that died in a cell (killed, segfault) fails that cell and is replaced;
+        # one that died without a cell (it could not even start) is not.
+        for index, process in list(processes.items()):
+            cell = running.get(index)
+            if process.is_alive() or cell is None or len(outcomes) >= total:
+                continue
+            del running[index]
+            if cell[0] not in outcomes:
+                status = "interrupted" if stopping else "failed"
+                outcomes[cell[0]] = CellOutcome(
+                    cell[0], status, None, time.time() - cell[1],
+                    error=f"worker process died (exit code {process.exitcode})",
+                )
+                log(f"[{len(outcomes)}/{total}] {status.upper():8s} worker died (exit code "
+                    f"{process.exitcode})  {cell[0]}")
+            if not stopping and len(outcomes) + len(running) < total:
+                processes[index] = start_worker(index)
+        if not any(p.is_alive() for p in processes.values()):
+            if not stopping:
+                for cell_id in cell_ids:  # every worker is gone: nothing will run the rest
+                    outcomes.setdefault(cell_id, CellOutcome(
+                        cell_id, "failed", error="not run: every worker process exited"))
+            return
+        if stopping and time.time() - stop["since"] > STOP_GRACE_S:
+            return  # the caller kills what is left
+        if running and not stopping and time.time() - last_status > STATUS_EVERY_S:
+            last_status = time.time()
+            now = ", ".join(_progress_text(c, results_dir) for c, _ in running.values())
+            log(f"[{len(outcomes)}/{total}] running: {now}")
+
+
+def _stop_workers(processes: dict[int, Any], tasks: Any, log: Callable[[str], None],
+                  signum: int) -> None:
+    """Take the queued cells back and tell every worker to stop (SIGTERM: checkpoint, exit)."""
+    while True:
+        try:
+            tasks.get_nowait()
+        except queue.Empty:
+            break
+    for _ in processes:
+        tasks.put(None)
+    for process in processes.values():
+        if process.is_alive() and process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    log(f"{signal.Signals(signum).name}: stopping; running cells checkpoint at their next "
+        "logged step")

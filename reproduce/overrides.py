@@ -1,11 +1,14 @@
-"""``--set key=value`` overrides of the scale preset, fail-loud (unknown key or wrong type)."""
+"""``--set key=value`` overrides of the scale preset, fail-loud (unknown key or wrong type).
+
+The KEY=VALUE parsing itself is experiments.cli_values (one parser for every entry point).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.cli_values import parse_value
+from experiments.cli_values import split_key_value
 from experiments.scales import scale_preset
 from reproduce.errors import UsageError
 
@@ -14,13 +17,13 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, Any]:
     """``["steps=40", "decode=greedy"]`` -> ``{"steps": 40, "decode": "greedy"}``."""
     overrides: dict[str, Any] = {}
     for item in items or ():
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set {item!r}: expected key=value, e.g. --set steps=40")
+        try:
+            key, value = split_key_value(item)
+        except ValueError as err:
+            raise UsageError(f"--set {err}") from None
         if key in overrides:
             raise UsageError(f"--set {key} given twice")
-        overrides[key] = parse_value(value.strip())
+        overrides[key] = value
     return overrides
 
 
@@ -30,4 +33,3 @@ def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
         scale_preset(scale, **overrides)
     except (ValueError, TypeError) as err:
         raise UsageError(f"--set: {err}") from err
-

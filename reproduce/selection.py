@@ -6,19 +6,16 @@ Table 2) runs its source's cells, so a Table 1 request trains each Table 2 cell 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.cell_files import CellFileError, cell_dir, result_path
 from experiments.cells import Cell
+from experiments.identity import cell_identity, check_cell_folder
 from experiments.scales import scale_preset
 from experiments.tables import REGISTRY, provider, source_cell
-from experiments.tracking import CONFIG_FILE, RESULT_FILE, cell_dir
 from reproduce.errors import UsageError
-
-# Preset fields that change how a cell runs, not what it computes.
-NOT_RESULT_FIELDS = {"num_workers", "torch_threads", "corpus_path"}
 
 
 def expand_tables(name: str) -> list[str]:
@@ -90,32 +87,29 @@ def select_cells(tables: Sequence[str], rows: Sequence[str] | None = None,
     return cells
 
 
-def result_path(results_dir: Path, cell_id: str) -> Path:
-    return cell_dir(results_dir, cell_id) / RESULT_FILE
-
-
 def has_result(results_dir: Path, cell_id: str) -> bool:
     return result_path(results_dir, cell_id).is_file()
 
 
-def check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
-                           overrides: dict[str, Any]) -> None:
-    """Existing results are reused only if they come from the same scale preset (with the same
-    --set overrides): a stale result must not slip into a fresh table."""
-    wanted = json.loads(json.dumps(scale_preset(scale, **overrides).as_dict()))
-    for cell_id in done:
-        path = result_path(results_dir, cell_id)
-        found = json.loads(path.read_text()).get("scale")
-        if found is not None and found != scale:
-            raise UsageError(f"{path} was run at scale {found!r}, not {scale!r}: use another "
-                             "--results-dir (the default is results/<scale>)")
-        config_path = cell_dir(results_dir, cell_id) / CONFIG_FILE
-        if not config_path.is_file():
-            continue
-        used = json.loads(config_path.read_text()).get("scale", {})
-        changed = sorted(k for k in set(wanted) | set(used) - NOT_RESULT_FIELDS
-                         if k not in NOT_RESULT_FIELDS and used.get(k) != wanted.get(k))
-        if changed:
-            diff = ", ".join(f"{k}: {used.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
-            raise UsageError(f"{path} comes from other {scale} settings ({diff}): use another "
-                             "--results-dir, the same --set overrides, or delete the stale results")
+def check_existing_results(results_dir: Path, cells: Sequence[Cell], scale: str,
+                           overrides: dict[str, Any], *,
+                           fingerprints: dict[str, Any] | None = None, fresh: bool = False,
+                           act: bool = True, log: Callable[[str], None] = print,
+                           ) -> tuple[list[str], list[str]]:
+    """(cell ids with a result to reuse, cell ids to run), checking every cell folder's identity.
+
+    A finished or partial cell of other settings or data is refused (UsageError naming each
+    differing field), or discarded with ``fresh``; a damaged result.json is named and re-run.
+    ``fingerprints`` None (a dry run) compares the settings only. ``act`` False changes nothing.
+    """
+    preset = scale_preset(scale, **overrides)
+    done, pending = [], []
+    for cell in cells:
+        wanted = cell_identity(cell, preset, fingerprints)
+        try:
+            state, _ = check_cell_folder(cell_dir(results_dir, cell.cell_id), wanted, scale,
+                                         fresh=fresh, act=act, log=log)
+        except CellFileError as err:
+            raise UsageError(str(err)) from None
+        (done if state == "done" else pending).append(cell.cell_id)
+    return done, pending

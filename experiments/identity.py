@@ -1,0 +1,253 @@
+"""A cell's identity: its full resolved settings plus fingerprints of its data and code.
+
+Written into config.json when a cell starts and into result.json when it ends; checked before a
+finished cell is reused and before a partial one is resumed (experiments.cell_files). Compared:
+
+- ``settings``: the cell (optimizer, schedule, model overrides, factors), the resolved scale
+  preset (less the fields that change how a cell runs, not what it computes), the model config
+  and the cell's resolved steps and token budget;
+- ``fingerprints``: the corpus (each file's size and SHA-256, or a hash of the embedded
+  generator's source, which holds its seed and sizes), the vocabulary (SHA-256 of the
+  SentencePiece model) and the package version.
+
+Recorded, not compared: the git commit and whether the tree was dirty, torch and Lightning.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from experiments.cells import Cell
+from experiments.scales import ScalePreset
+from models.presets import model_config
+
+# Preset fields that change how a cell runs, not what it computes (the corpus is fingerprinted
+# by its content, so the same files in another folder are the same corpus).
+NOT_IDENTITY_FIELDS = ("num_workers", "torch_threads", "corpus_path")
+# Cell fields that describe it, not what it trains.
+CELL_LABEL_FIELDS = ("description", "paper_bleu")
+PACKAGE = "adafactor-repro"
+REPO = Path(__file__).resolve().parents[1]
+
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime) for this process."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _file_hashes[key] = digest.hexdigest()
+    return _file_hashes[key]
+
+
+def corpus_fingerprint(corpus: str, corpus_path: str | None) -> dict[str, Any]:
+    """What the corpus is, by content: embedded generator source, or each file's size and hash."""
+    if corpus == "embedded":
+        import data.embedded as embedded
+
+        digest = hashlib.sha256()
+        for path in sorted(Path(embedded.__file__).parent.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return {"kind": "embedded", "generator_sha256": digest.hexdigest()}
+    if corpus_path is None:
+        return {"kind": "hub", "name": corpus}
+    folder = Path(corpus_path)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".en", ".de"))
+    return {"kind": "files", "files": {p.name: {"size": p.stat().st_size,
+                                                "sha256": file_sha256(p)} for p in files}}
+
+
+def package_version() -> str:
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the code that runs and whether its tree had changes (None: not a clone)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                                  text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def data_fingerprints(preset: ScalePreset, vocab_model: Path | None) -> dict[str, Any]:
+    """The fingerprints shared by every cell of a preset (vocab None: not built yet)."""
+    return {
+        "corpus": corpus_fingerprint(preset.corpus, preset.corpus_path),
+        "vocab_sha256": None if vocab_model is None else file_sha256(vocab_model),
+        "package": package_version(),
+    }
+
+
+def cell_settings(cell: Cell, preset: ScalePreset) -> dict[str, Any]:
+    """The resolved settings a cell computes with (no data needed)."""
+    scale = preset.as_dict()
+    for key in NOT_IDENTITY_FIELDS:
+        scale.pop(key, None)
+    cell_fields = {k: v for k, v in cell.as_dict().items() if k not in CELL_LABEL_FIELDS}
+    model = model_config(preset.model, preset.vocab_size,
+                         **{**preset.model_overrides, **cell.model_overrides}).to_dict()
+    return {
+        "scale": scale,
+        "cell": cell_fields,
+        "model": model,
+        "resolved": {"steps": max(1, round(preset.steps * cell.steps_factor)),
+                     "max_tokens": max(1, round(preset.max_tokens * cell.max_tokens_factor))},
+    }
+
+
+def cell_identity(cell: Cell, preset: ScalePreset,
+                  fingerprints: dict[str, Any] | None) -> dict[str, Any]:
+    """settings + fingerprints (compared) + recorded (not compared); see the module docstring."""
+    import json
+
+    from experiments.cell_files import jsonable
+
+    identity = {"settings": cell_settings(cell, preset),
+                "fingerprints": copy.deepcopy(fingerprints) if fingerprints else None,
+                "recorded": git_state()}
+    return json.loads(json.dumps(jsonable(identity)))
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def _flat(identity: dict[str, Any], part: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    section = identity.get(part)
+    if isinstance(section, dict):
+        _flatten(section, "", out)
+    if part == "settings":  # scale fields by their --set names: "steps", not "scale.steps"
+        out = {k[len("scale."):] if k.startswith("scale.") else k: v for k, v in out.items()}
+    return out
+
+
+def identity_differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``"field: X there, Y now"`` for each compared field that differs.
+
+    Fingerprints are compared only where both sides have them (a dry run has no vocabulary).
+    """
+    diffs = []
+    for part in ("settings", "fingerprints"):
+        a, b = _flat(found, part), _flat(wanted, part)
+        if part == "fingerprints" and (not a or not b):
+            continue
+        for key in sorted(set(a) | set(b)):
+            if part == "fingerprints" and (a.get(key) is None or b.get(key) is None):
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{key}: {a.get(key)!r} there, {b.get(key)!r} now")
+    return diffs
+
+
+def legacy_differences(result: dict[str, Any] | None, config: dict[str, Any] | None,
+                       scale: str, wanted: dict[str, Any]) -> list[str]:
+    """Differences for files written before identities existed: scale name, preset, steps."""
+    diffs = []
+    scale_now = wanted["settings"]["scale"]
+    if result is not None and result.get("scale") not in (None, scale):
+        diffs.append(f"scale: {result.get('scale')!r} there, {scale!r} now")
+    if config is not None and isinstance(config.get("scale"), dict):
+        used = {k: v for k, v in config["scale"].items() if k not in NOT_IDENTITY_FIELDS}
+        for key in sorted(set(used) | set(scale_now)):
+            if used.get(key) != scale_now.get(key):
+                diffs.append(f"{key}: {used.get(key)!r} there, {scale_now.get(key)!r} now")
+    elif result is not None and result.get("status") == "ok" and isinstance(
+            result.get("steps"), int):
+        steps = wanted["settings"]["resolved"]["steps"]
+        if result["steps"] != steps:
+            diffs.append(f"steps: {result['steps']!r} there, {steps!r} now")
+    return diffs
+
+
+def check_cell_folder(out_dir: Path, wanted: dict[str, Any], scale: str, *, fresh: bool = False,
+                      act: bool = True, log: Any = print) -> tuple[str, dict[str, Any] | None]:
+    """("done", result) for a finished cell of these settings, ("partial", None) for one to
+    resume, ("new", None) for one to start; IdentityMismatch / CellFileError otherwise.
+
+    A damaged result.json is named and set aside (``act``), so its cell runs again. ``fresh``
+    discards a cell of other settings (or with damaged state) instead of refusing it.
+    """
+    from experiments.cell_files import (
+        CONFIG_FILE,
+        RESULT_FILE,
+        CellFileError,
+        IdentityMismatch,
+        discard_cell,
+        has_partial_state,
+        mismatch_message,
+        read_json,
+        read_result,
+    )
+
+    out_dir = Path(out_dir)
+
+    def refuse_or_discard(error: CellFileError) -> tuple[str, None]:
+        if not fresh:
+            raise error
+        if act:
+            discard_cell(out_dir)
+            log(f"--fresh: discarded {out_dir}")
+        return "new", None
+
+    result_file = out_dir / RESULT_FILE
+    try:
+        result = read_result(result_file)
+    except CellFileError as err:
+        log(f"{err}: its cell runs again")
+        if act:
+            result_file.replace(result_file.with_name(RESULT_FILE + ".damaged"))
+        result = None
+    config_file = out_dir / CONFIG_FILE
+    config = None
+    if config_file.is_file():
+        try:
+            config = read_json(config_file)
+        except CellFileError as err:
+            if result is None and has_partial_state(out_dir):
+                return refuse_or_discard(CellFileError(
+                    f"{err}: cannot tell which settings the partial state in {out_dir} has; "
+                    "pass --fresh to discard it"))
+    identity = None
+    for source in (result, config):
+        if isinstance(source, dict) and isinstance(source.get("identity"), dict):
+            identity = source["identity"]
+            break
+    if result is None and not has_partial_state(out_dir):
+        return "new", None
+    if identity is not None:
+        diffs = identity_differences(identity, wanted)
+    elif result is None and config is None:
+        return refuse_or_discard(CellFileError(
+            f"{out_dir} holds partial state (metrics or checkpoints) but no {CONFIG_FILE}: "
+            "its settings cannot be checked; pass --fresh to discard it"))
+    else:
+        diffs = legacy_differences(result, config if isinstance(config, dict) else None,
+                                   scale, wanted)
+    if diffs:
+        return refuse_or_discard(IdentityMismatch(mismatch_message(out_dir, diffs)))
+    return ("done", result) if result is not None else ("partial", None)
