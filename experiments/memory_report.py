@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 from adafactor import optimizer_state_bytes
+from experiments.cell_files import atomic_write_json
 from experiments.cells import Cell
 from experiments.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, frontier_cell
 from experiments.grid import TABLE2
 from experiments.optimizers import build_optimizer
 from experiments.scales import scale_preset
-from experiments.tracking import atomic_write_json
 from models.loss import label_smoothed_cross_entropy
 from models.presets import model_config
 from models.transformer import Transformer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,17 @@ def preflight_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from experiments.identity import data_fingerprints
-    from experiments.runner import CellSetupError, build_cell
+    from experiments.runner import build_cell
 
     try:
         setup = build_cell(cell, preset, Path(results_dir), devices=1, accelerator=accelerator,
                            num_nodes=1, cache_dir=cache_dir)
         setup.data.setup("validate")  # the evaluation split exists and encodes
-        pl.Trainer(precision=preset.precision, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False,
-                   **setup.trainer_kwargs)
-    except CellSetupError as err:
-        raise PreflightError(str(err)) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "srun is available": not for a check
+            pl.Trainer(precision=preset.precision, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False,
+                       **setup.trainer_kwargs)
     except (ValueError, TypeError, KeyError, OSError, MisconfigurationException) as err:
         text = " ".join(str(err).split()) or type(err).__name__
         raise PreflightError(f"{cell.cell_id} cannot be built with these settings: "

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.cell_files import METRICS_FILE, RESULT_FILE, atomic_write_json, cell_dir
+from experiments.cell_files import atomic_write as write_atomic
 from experiments.tables import get_cell
-from experiments.tracking import METRICS_FILE, RESULT_FILE, atomic_write_json, cell_dir
-from experiments.tracking import atomic_write as write_atomic
 from reproduce.errors import UsageError
 
 # Keys W&B adds to summaries and history rows that are not ours.

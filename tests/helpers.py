@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from experiments.cell_files import atomic_write_json
 from experiments.tables import table_cells
-from experiments.tracking import atomic_write_json
 
 RECIPE = {"split": "valid", "corpus": "embedded", "max_sentences": 200, "sentences": 200,
           "decode": "greedy", "beam": 1, "length_penalty": None}
@@ -15,7 +15,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: str = "tiny",
-                 metrics: list[dict] | None = None) -> dict:
+                 metrics: list[dict] | None = None, steps: int = 400) -> dict:
     """One cell's result.json (and metrics.jsonl) as experiments.runner writes them."""
     table, row, column, seed = cell_id.split("/")
     diverged = bleu == "diverged"
@@ -26,7 +26,7 @@ def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: s
         "bleu": None if diverged else float(bleu), "bleu_signature": SIGNATURE,
         "tokenized_bleu": None if diverged else float(bleu) + 1.0,
         "tokenized_bleu_signature": "nrefs:1|case:mixed|eff:no|tok:intl|smooth:exp|version:2.4.2",
-        "bleu_recipe": RECIPE, "valid_loss": 4.5, "train_loss": 4.4, "steps": 400,
+        "bleu_recipe": RECIPE, "valid_loss": 4.5, "train_loss": 4.4, "steps": steps,
     }
     atomic_write_json(results_dir / cell_id / "result.json", result)
     if metrics is not None:

@@ -37,7 +37,7 @@ TIMING_KEYS = {"tokens_per_s", "train_time_s", "wall_time_s"}
 
 
 def _cli(cell_id: str, results: Path, cache: Path, overrides: dict, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "experiments.runner", cell_id, "--scale", "tiny",
+    cmd = [sys.executable, "-m", "reproduce", "run", cell_id, "--scale", "tiny",
            "--results-dir", str(results), "--cache-dir", str(cache), "--accelerator", "cpu"]
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]

@@ -45,7 +45,7 @@ def test_help_explains_each_option_with_an_example() -> None:
         (["table3", "--rows", "A", "--dry-run"], "valid rows: table3: clever, naive1, naive2"),
         (["table2", "--set", "stepz=3", "--dry-run"], "unknown scale override 'stepz'"),
         (["table2", "--set", "steps=abc", "--dry-run"], "'steps' must be int, got str"),
-        (["table2", "--set", "steps", "--dry-run"], "expected key=value"),
+        (["table2", "--set", "steps", "--dry-run"], "expected KEY=VALUE"),
         (["render", "table7"], "unknown table 'table7'"),
         (["run", "table2/Z/warmup/seed0"], "unknown row 'Z' for table2"),
         (["table2", "--from", "wandb"], "--from wandb needs --entity and --project"),
@@ -94,12 +94,12 @@ def test_existing_result_of_another_scale_is_refused(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     write_result(tmp_path, "table2/A/warmup/seed0", 20.0, scale="small")
     assert main(["table2", "--rows", "A", "--results-dir", str(tmp_path), "--dry-run"]) == 2
-    assert "was run at scale 'small', not 'tiny'" in capsys.readouterr().err
+    assert "comes from other settings (scale: 'small' there, 'tiny' now" in capsys.readouterr().err
 
 
 def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
-    write_result(tmp_path, "table2/A/warmup/seed0", 20.0)
+    write_result(tmp_path, "table2/A/warmup/seed0", 20.0, steps=50)
     args = ["table2", "--rows", "A,B", "--results-dir", str(tmp_path), "--launcher", "slurm",
             "--dry-run", "--partition", "gpu", "--account", "proj1", "--time", "02:00:00",
             "--gpus-per-task", "4", "--cpus-per-task", "8", "--nodes", "2",
@@ -162,4 +162,4 @@ def test_results_of_other_preset_settings_are_refused(tmp_path: Path,
     assert f"steps: {preset['steps']!r} there, 123 now" in capsys.readouterr().err
     config.write_text(json.dumps({"scale": {**preset, "steps": 7}}))
     assert main(args) == 2
-    assert "comes from other tiny settings (steps: 7 there" in capsys.readouterr().err
+    assert "comes from other settings (steps: 7 there" in capsys.readouterr().err

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.cell_files import METRICS_FILE, atomic_write, cell_dir, load_results, read_metrics
 from experiments.cells import TableProvider
 from experiments.memory_report import load_base_state
 from experiments.tables import provider as table_provider
-from experiments.tracking import METRICS_FILE, atomic_write, cell_dir, load_results, read_metrics
 from reproduce.errors import UsageError
 from reproduce.render.frontier_data import build_frontier
 from reproduce.render.frontier_plot import plot_frontier

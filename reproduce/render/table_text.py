@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from experiments.tracking import atomic_write
+from experiments.cell_files import atomic_write
 from reproduce.collapse import DIVERGED
 from reproduce.render.provenance import joined
 from reproduce.render.table_data import TableCell, TableData
