@@ -1,4 +1,5 @@
-"""Helpers shared by test modules: result files written in the runner's format."""
+"""Helpers shared by test modules: result files in the runner's format, real `python -m
+reproduce` subprocesses and their process tree (/proc)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,91 @@ def paper_like_results(results_dir: Path, flips: dict[str, float | str] | None =
         bleu = flips.get(cell.cell_id, cell.paper_bleu)
         metrics = curve(50.0 if cell.row == "A" else 5.0) if cell.row in ("A", "G", "B") else None
         write_result(results_dir, cell.cell_id, bleu, metrics=metrics)
+
+
+# --- real processes: python -m reproduce, and the /proc process tree ---------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+# A cell in a few seconds: 10 steps, checkpoints every 5, 8 BLEU sentences.
+TINY_SET = {"steps": 10, "log_interval": 5, "val_interval": 5, "checkpoint_interval": 5,
+            "eval_max_sentences": 8, "max_tokens": 512}
+
+
+def set_args(settings: dict) -> list[str]:
+    """``{"steps": 10}`` -> ``["--set", "steps=10"]`` (values as JSON)."""
+    out: list[str] = []
+    for key, value in settings.items():
+        out += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return out
+
+
+def reproduce_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m reproduce`` subprocess: offline W&B, this checkout."""
+    import os
+
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONWARNINGS="ignore",
+               PYTHONPATH=str(REPO))
+    env.pop("WANDB_API_KEY", None)
+    env.update(extra)
+    return env
+
+
+def reproduce_cmd(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "reproduce", *args]
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a live process, from /proc; None if it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of ``pid``: {pid: start time}."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry.name))
+                starts[int(entry.name)] = stat[1]
+    found: dict[int, int] = {}
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if child not in found and child in starts:
+            found[child] = starts[child]
+            todo += children.get(child, [])
+    return found
+
+
+def survivors(processes: dict[int, int]) -> list[int]:
+    """The processes of a ``descendants`` snapshot that still live (same pid and start time)."""
+    alive = []
+    for pid, start in processes.items():
+        stat = _stat(pid)
+        if stat is not None and stat[1] == start:
+            alive.append(pid)
+    return alive
+
+
+def write_local_corpus(folder: Path, train: int = 3000, valid: int = 60) -> Path:
+    """A ``corpus=local`` folder of <split>.{en,de} files cut from the embedded corpus."""
+    from data.embedded import embedded_splits
+
+    splits = embedded_splits()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", train), ("valid", valid)):
+        pairs = splits[name][:count]
+        (folder / f"{name}.en").write_text("".join(en + "\n" for en, _ in pairs))
+        (folder / f"{name}.de").write_text("".join(de + "\n" for _, de in pairs))
+    return folder
