@@ -35,6 +35,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from adafactor import optimizer_state_bytes
 from data.datamodule import TranslationData
@@ -78,7 +79,7 @@ class CellInterrupted(Exception):
 
     def __init__(self, cell_id: str, step: int, checkpoint: Path | None) -> None:
         self.cell_id, self.step, self.checkpoint = cell_id, step, checkpoint
-        where = f"checkpoint at step {step}" if checkpoint else "no checkpoint"
+        where = f"checkpointed at step {step}" if checkpoint else "resumes from its last checkpoint"
         super().__init__(f"{cell_id} interrupted at step {step} ({where})")
 
 
@@ -293,8 +294,11 @@ def train_cell(setup: CellSetup, writer: MetricsWriter, loggers: list[Any],
             log_every_n_steps=preset.log_interval,
             **setup.trainer_kwargs,
         )
-        trainer.fit(setup.module, datamodule=setup.data,
-                    ckpt_path=str(resume_path) if resume_path else None)
+        try:
+            trainer.fit(setup.module, datamodule=setup.data,
+                        ckpt_path=str(resume_path) if resume_path else None)
+        except SIGTERMException:  # Lightning's own stop at an epoch end: resume from the last
+            raise CellInterrupted(setup.cell.cell_id, trainer.global_step, None) from None
     return trainer, monitor
 
 
