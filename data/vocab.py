@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -97,6 +98,25 @@ def _thread_count() -> int:
     )
 
 
+def _training_prefix() -> str:
+    """``.spm-train-<host>-<pid>-``: a kill -9 leaves the folder, the next builder removes it."""
+    return f".spm-train-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_training_dirs(cache_dir: Path) -> list[Path]:
+    """Remove the temp training folders of builders on this host that no longer run."""
+    removed = []
+    host = socket.gethostname()
+    for path in Path(cache_dir).glob(".spm-train-*"):
+        owner_host, _, rest = path.name[len(".spm-train-"):].rpartition("-")[0].rpartition("-")
+        pid_text = rest
+        if owner_host != host or not pid_text.isdigit() or Path(f"/proc/{pid_text}").exists():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def build_vocab(
     texts: Iterable[str],
     vocab_size: int,
@@ -142,7 +162,8 @@ def build_vocab(
         log.info("reusing cached SentencePiece model %s", model_path)
         return SharedVocab(model_path)
 
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".spm-train-") as tmp:
+    remove_stale_training_dirs(cache_dir)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=_training_prefix()) as tmp:
         corpus_file = Path(tmp) / "train.txt"
         with corpus_file.open("w", encoding="utf-8") as f:
             for line in lines:

@@ -60,3 +60,26 @@ def test_bad_arguments(tmp_path: Path) -> None:
         build_vocab(["a\nb"], 100, tmp_path)
     with pytest.raises(FileNotFoundError, match="SentencePiece model not found"):
         SharedVocab(tmp_path / "missing.model")
+
+
+def test_training_folders_of_killed_builders_are_removed(tmp_path: Path) -> None:
+    """A builder killed with -9 mid-training leaves its .spm-train-* folder; the next removes it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys; from data.vocab import build_vocab; "
+            "build_vocab([f'line {i} ' + 'abcdefgh' * (i % 7) for i in range(200000)], 500, "
+            "sys.argv[1])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".spm-train-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    left = list(tmp_path.glob(".spm-train-*"))
+    assert left and f"-{socket.gethostname()}-{proc.pid}-" in left[0].name
+    build_vocab([f"word{i % 50} other{i % 30}" for i in range(300)], 40, tmp_path)
+    assert not list(tmp_path.glob(".spm-train-*"))

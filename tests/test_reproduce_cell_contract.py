@@ -53,8 +53,13 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def settings(corpus: Path) -> list[str]:
-    return set_args({**TINY_SET, "corpus": "local", "corpus_path": str(corpus)})
+def base(corpus: Path) -> dict:
+    return {**TINY_SET, "corpus": "local", "corpus_path": str(corpus)}
+
+
+@pytest.fixture(scope="module")
+def settings(base: dict) -> list[str]:
+    return set_args(base)
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +92,13 @@ def _one_row_per_step(rows: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_partial_cell_is_refused_under_other_settings_and_resumes_its_final_evaluation(
-        finished: Path, tmp_path: Path, settings: list[str]) -> None:
+        finished: Path, tmp_path: Path, base: dict, settings: list[str]) -> None:
     results = _copy(finished, tmp_path)
     before = json.loads((results / CELL / "result.json").read_text())
     (results / CELL / "result.json").unlink()  # killed during the final evaluation
     for command in (["run", CELL], ["table2", "--rows", "A", "--tables-dir", str(tmp_path / "t")]):
-        done = _run(*command, "--results-dir", str(results), "--no-wandb", *settings,
-                    "--set", "lr_scale=1.0")
+        done = _run(*command, "--results-dir", str(results), "--no-wandb",
+                    *set_args({**base, "lr_scale": 1.0}))
         assert done.returncode == 2, _clean(done)
         assert "lr_scale: 8.5 there, 1.0 now" in done.stderr and "--fresh" in done.stderr
         assert not (results / CELL / "result.json").exists()
@@ -110,15 +115,15 @@ def test_partial_cell_is_refused_under_other_settings_and_resumes_its_final_eval
 
 @pytest.mark.slow
 def test_finished_cell_without_config_is_still_checked_by_run_and_by_table(
-        finished: Path, tmp_path: Path, settings: list[str]) -> None:
+        finished: Path, tmp_path: Path, base: dict) -> None:
     results = _copy(finished, tmp_path)
     (results / CELL / "config.json").unlink()
-    table = _run("table2", "--rows", "A", "--results-dir", str(results), "--dry-run", *settings,
-                 "--set", "steps=20")
+    table = _run("table2", "--rows", "A", "--results-dir", str(results), "--dry-run",
+                 *set_args({**base, "steps": 20}))
     assert table.returncode == 2, _clean(table)
     assert "steps: 10 there, 20 now" in table.stderr
-    one = _run("run", CELL, "--results-dir", str(results), "--no-wandb", *settings,
-               "--set", "steps=20")
+    one = _run("run", CELL, "--results-dir", str(results), "--no-wandb",
+               *set_args({**base, "steps": 20}))
     assert one.returncode == 2, _clean(one)
     assert "steps: 10 there, 20 now" in one.stderr and str(results / CELL) in one.stderr
 
@@ -215,14 +220,14 @@ def test_two_runs_on_one_folder_one_refused_one_waiting(tmp_path: Path,
 
 # --- 7: signals stop the queue and leave no process behind ----------------------------------------
 
-def _start_and_signal(tmp_path: Path, settings: list[str], signum: int,
+def _start_and_signal(tmp_path: Path, base: dict, signum: int,
                       group: bool) -> tuple[subprocess.Popen, str, str, dict[int, int], Path]:
     """Start ``table2 --rows A`` (one worker, 40 steps), signal it once its first cell has a
     metrics row; return the process, its output, a snapshot of its process tree, results."""
     results = tmp_path / "results"
     command = reproduce_cmd("table2", "--rows", "A", "--workers", "1", "--results-dir",
                             str(results), "--tables-dir", str(tmp_path / "t"), "--no-wandb",
-                            *settings, "--set", "steps=40")
+                            *set_args({**base, "steps": 40}))
     proc = subprocess.Popen(command, cwd=REPO, env=reproduce_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -270,13 +275,13 @@ def _assert_stopped(proc: subprocess.Popen, out: str, err: str, tree: dict[int, 
 
 @pytest.mark.slow
 def test_sigterm_to_the_parent_stops_every_worker_and_the_cell_resumes(
-        tmp_path: Path, settings: list[str]) -> None:
-    proc, out, err, tree, results = _start_and_signal(tmp_path, settings, signal.SIGTERM,
+        tmp_path: Path, base: dict) -> None:
+    proc, out, err, tree, results = _start_and_signal(tmp_path, base, signal.SIGTERM,
                                                        group=False)
     step = _assert_stopped(proc, out, err, tree, results, "SIGTERM")
     cell = next(c for c in (CELL, OTHER) if (results / c / "metrics.jsonl").exists())
-    done = _run("run", cell, "--results-dir", str(results), "--no-wandb", *settings,
-                "--set", "steps=40")
+    done = _run("run", cell, "--results-dir", str(results), "--no-wandb",
+                *set_args({**base, "steps": 40}))
     assert done.returncode == 0, _clean(done)
     result = json.loads((results / cell / "result.json").read_text())
     assert result["resumed_from_step"] == step and result["steps"] == 40
@@ -286,8 +291,8 @@ def test_sigterm_to_the_parent_stops_every_worker_and_the_cell_resumes(
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_queue_without_a_traceback(tmp_path: Path, settings: list[str]) -> None:
-    proc, out, err, tree, results = _start_and_signal(tmp_path, settings, signal.SIGINT,
+def test_ctrl_c_stops_the_queue_without_a_traceback(tmp_path: Path, base: dict) -> None:
+    proc, out, err, tree, results = _start_and_signal(tmp_path, base, signal.SIGINT,
                                                        group=True)
     _assert_stopped(proc, out, err, tree, results, "SIGINT")
 
@@ -329,11 +334,11 @@ def test_bad_set_values_are_refused_before_anything_runs(tmp_path: Path, setting
 
 @pytest.mark.slow
 def test_values_that_need_the_data_are_checked_by_building_one_cell(
-        tmp_path: Path, settings: list[str]) -> None:
-    for setting, message in (("eval_split=nope", "nope"), ("vocab_size=5", "vocab_size")):
+        tmp_path: Path, base: dict) -> None:
+    for key, value, message in (("eval_split", "nope", "nope"), ("vocab_size", 5, "vocab_size")):
         done = _run("table2", "--rows", "A", "--results-dir", str(tmp_path / "r"),
-                    "--tables-dir", str(tmp_path / "t"), "--no-wandb", *settings,
-                    "--set", setting, timeout=300)
+                    "--tables-dir", str(tmp_path / "t"), "--no-wandb",
+                    *set_args({**base, key: value}), timeout=300)
         assert done.returncode == 2, _clean(done)
         assert message in done.stderr and "checked before any cell runs" in done.stderr
         assert "running" not in done.stdout
