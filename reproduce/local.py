@@ -241,39 +241,18 @@ def _supervise(processes: dict[int, Any], start_worker: Callable[[int], Any], ta
             stopping = True
             stop["since"] = time.time()
             _stop_workers(processes, tasks, log, stop["signal"])
-        try:
-            kind, worker, cell_id, payload = events.get(timeout=0.5)
-        except queue.Empty:
-            kind = None
-        if kind == "start":
-            running[worker] = (cell_id, time.time())
-            if not stopping:
-                log(f"[{len(outcomes)}/{total}] started {cell_id}")
-        elif kind in ("done", "error", "interrupted"):
-            _, started = running.pop(worker, (cell_id, time.time()))
-            if kind == "done":
-                outcome = CellOutcome(cell_id, payload["status"], payload["bleu"],
-                                      payload["wall_s"])
-                bleu = "-" if outcome.bleu is None else f"{outcome.bleu:.2f}"
-                text = f"{outcome.status:8s} BLEU {bleu}"
-            elif kind == "interrupted":
-                outcome = CellOutcome(cell_id, "interrupted", None, time.time() - started,
-                                      error=f"at step {payload['step']}")
-                text = f"stopped  at step {payload['step']} (checkpointed)"
-            else:
-                outcome = CellOutcome(cell_id, "failed", None, time.time() - started,
-                                      error=payload.strip().splitlines()[-1])
-                text = f"FAILED   {outcome.error} (see {cell_dir(results_dir, cell_id)}/" \
-                       f"{LOG_FILE})"
-            outcomes[cell_id] = outcome
-            log(f"[{len(outcomes)}/{total}] {text}  {cell_id}  ({outcome.wall_s:.0f} s)")
+        for kind, worker, cell_id, payload in _pending_events(events):
+            _handle_event(kind, worker, cell_id, payload, running, outcomes, total, stopping,
+                          results_dir, log)
         # A worker that died in a cell (killed, segfault) fails that cell and is replaced;
         # one that died without a cell (it could not even start) is not.
         for index, process in list(processes.items()):
             cell = running.get(index)
             if process.is_alive() or cell is None or len(outcomes) >= total:
                 continue
-            del running[index]
+            for event in _pending_events(events, timeout=0.2):  # what it sent before dying
+                _handle_event(*event, running, outcomes, total, stopping, results_dir, log)
+            running.pop(index, None)
             if cell[0] not in outcomes:
                 status = "interrupted" if stopping else "failed"
                 outcomes[cell[0]] = CellOutcome(
@@ -296,6 +275,46 @@ def _supervise(processes: dict[int, Any], start_worker: Callable[[int], Any], ta
             last_status = time.time()
             now = ", ".join(_progress_text(c, results_dir) for c, _ in running.values())
             log(f"[{len(outcomes)}/{total}] running: {now}")
+
+
+def _pending_events(events: Any, timeout: float = 0.5) -> list[tuple[str, int, str, Any]]:
+    """Every event the workers have sent (waiting up to ``timeout`` seconds for the first)."""
+    batch = []
+    try:
+        batch.append(events.get(timeout=timeout))
+        while True:
+            batch.append(events.get_nowait())
+    except queue.Empty:
+        pass
+    return batch
+
+
+def _handle_event(kind: str, worker: int, cell_id: str, payload: Any,
+                  running: dict[int, tuple[str, float]], outcomes: dict[str, CellOutcome],
+                  total: int, stopping: bool, results_dir: Path,
+                  log: Callable[[str], None]) -> None:
+    if kind == "start":
+        running[worker] = (cell_id, time.time())
+        if not stopping:
+            log(f"[{len(outcomes)}/{total}] started {cell_id}")
+    elif kind in ("done", "error", "interrupted"):
+        _, started = running.pop(worker, (cell_id, time.time()))
+        if kind == "done":
+            outcome = CellOutcome(cell_id, payload["status"], payload["bleu"],
+                                  payload["wall_s"])
+            bleu = "-" if outcome.bleu is None else f"{outcome.bleu:.2f}"
+            text = f"{outcome.status:8s} BLEU {bleu}"
+        elif kind == "interrupted":
+            outcome = CellOutcome(cell_id, "interrupted", None, time.time() - started,
+                                  error=f"at step {payload['step']}")
+            text = f"stopped  at step {payload['step']} (checkpointed)"
+        else:
+            outcome = CellOutcome(cell_id, "failed", None, time.time() - started,
+                                  error=payload.strip().splitlines()[-1])
+            text = f"FAILED   {outcome.error} (see {cell_dir(results_dir, cell_id)}/" \
+                   f"{LOG_FILE})"
+        outcomes[cell_id] = outcome
+        log(f"[{len(outcomes)}/{total}] {text}  {cell_id}  ({outcome.wall_s:.0f} s)")
 
 
 def _stop_workers(processes: dict[int, Any], tasks: Any, log: Callable[[str], None],

@@ -1,5 +1,5 @@
-"""One grid cell as a Lightning run: result files, SIGKILL + resume, DDP (gloo) vs one process,
-the offline W&B mirror, divergence, skipping finished cells.
+"""One grid cell as a Lightning run (through ``python -m reproduce run``): result files, SIGKILL +
+resume, DDP (gloo) vs one process, the offline W&B mirror, divergence, skipping finished cells.
 
 Every run is real: the embedded corpus, a trained SentencePiece model, the tiny Transformer, our
 Adafactor, Lightning (DDP over gloo for two CPU processes) and W&B in offline mode. The runs are
@@ -109,12 +109,12 @@ def test_offline_wandb_run_holds_the_result_values(straight_run) -> None:
 
 
 @pytest.mark.slow
-def test_finished_cell_is_returned_without_training(straight_run) -> None:
+def test_finished_cell_is_returned_without_training(straight_run, cache_dir: Path) -> None:
     results, result = straight_run
     path = results / CELL / "result.json"
     before = path.stat().st_mtime_ns
     again = run_cell(CELL, scale="tiny", results_dir=results, overrides=TEST_SCALE,
-                     use_wandb=False)
+                     use_wandb=False, cache_dir=cache_dir)
     assert again == result and path.stat().st_mtime_ns == before
 
 
