@@ -79,7 +79,7 @@ class CellInterrupted(Exception):
 
     def __init__(self, cell_id: str, step: int, checkpoint: Path | None) -> None:
         self.cell_id, self.step, self.checkpoint = cell_id, step, checkpoint
-        where = f"checkpointed at step {step}" if checkpoint else "resumes from its last checkpoint"
+        where = f"checkpoint {checkpoint.name}" if checkpoint else "no checkpoint yet"
         super().__init__(f"{cell_id} interrupted at step {step} ({where})")
 
 
@@ -141,6 +141,11 @@ class CellMonitor(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: TranslationModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         pl_module.stop_clock()
+        connector = getattr(trainer, "_signal_connector", None)
+        if stop_requested() is not None and connector is not None:
+            # Lightning would stop at the end of this batch; this callback stops at the next
+            # logged step instead, with a checkpoint that resumes exactly (single process).
+            connector.received_sigterm = False
         step = trainer.global_step
         diverged = pl_module.diverged
         if pl_module.interval_steps == 0 and not diverged:
@@ -297,8 +302,9 @@ def train_cell(setup: CellSetup, writer: MetricsWriter, loggers: list[Any],
         try:
             trainer.fit(setup.module, datamodule=setup.data,
                         ckpt_path=str(resume_path) if resume_path else None)
-        except SIGTERMException:  # Lightning's own stop at an epoch end: resume from the last
-            raise CellInterrupted(setup.cell.cell_id, trainer.global_step, None) from None
+        except SIGTERMException:  # Lightning's own stop (e.g. DDP): resume from the last one
+            path, step = find_resume_checkpoint(out_dir)
+            raise CellInterrupted(setup.cell.cell_id, step, path) from None
     return trainer, monitor
 
 
