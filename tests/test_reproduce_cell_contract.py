@@ -10,6 +10,7 @@ takes seconds; the vocabulary is trained once per results folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -190,7 +191,8 @@ def test_two_runs_on_one_folder_one_refused_one_waiting(tmp_path: Path,
     common = ["table2", "--rows", "A", "--workers", "1", "--results-dir", str(results),
               "--tables-dir", str(tables), "--no-wandb", *settings]
     first = subprocess.Popen(reproduce_cmd(*common), cwd=REPO, env=reproduce_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     waiter = None
     try:
         deadline = time.monotonic() + 120
@@ -201,7 +203,7 @@ def test_two_runs_on_one_folder_one_refused_one_waiting(tmp_path: Path,
         assert f"in use by pid {first.pid}" in second.stderr and "--wait-lock" in second.stderr
         waiter = subprocess.Popen(reproduce_cmd(*common, "--wait-lock"), cwd=REPO,
                                   env=reproduce_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
         out, err = first.communicate(timeout=600)
         assert first.returncode == 0, out + err
         out, err = waiter.communicate(timeout=300)
@@ -209,8 +211,9 @@ def test_two_runs_on_one_folder_one_refused_one_waiting(tmp_path: Path,
         assert "waiting for results folder" in out and "2 already have results" in out
     finally:
         for proc in (first, waiter):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers
     for cell in (CELL, OTHER):
         result = json.loads((results / cell / "result.json").read_text())
         assert result["resumed_from_step"] is None and result["train_loss"] is not None
@@ -245,8 +248,8 @@ def _start_and_signal(tmp_path: Path, base: dict, signum: int,
             os.kill(proc.pid, signum)
         out, err = proc.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # it did not stop: kill its session (the survivors check sees
+            os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived a parent that did)
     return proc, out, err, tree, results
 
 
@@ -255,7 +258,10 @@ def _assert_stopped(proc: subprocess.Popen, out: str, err: str, tree: dict[int, 
     deadline = time.monotonic() + 15
     while survivors(tree) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert survivors(tree) == [], f"left behind: {survivors(tree)}"
+    left = survivors(tree)
+    for pid in left:  # do not leave them to the rest of the suite either
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"left behind: {left}"
     assert proc.returncode == 128 + signal.Signals[name].value, out + err
     assert "Traceback" not in out + err, err[-3000:]
     summary = [line for line in err.splitlines() if line.startswith(f"stopped by {name}")]
