@@ -16,6 +16,7 @@ Recorded, not compared: the git commit and whether the tree was dirty, torch and
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import subprocess
 from importlib import metadata
@@ -74,7 +75,19 @@ def package_version() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def _git_state() -> tuple[str | None, bool | None]:
+    state = git_state_uncached()
+    return state["git_commit"], state["git_dirty"]
+
+
 def git_state() -> dict[str, Any]:
+    """`git_state_uncached`, asked once per process."""
+    commit, dirty = _git_state()
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def git_state_uncached() -> dict[str, Any]:
     """The commit of the code that runs and whether its tree had changes (None: not a clone)."""
     def git(*args: str) -> str | None:
         try:

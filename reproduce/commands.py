@@ -121,8 +121,10 @@ def run_tables(args: argparse.Namespace) -> int:
     try:
         try:
             check_folder(args.tables_dir, "--tables-dir")
+            # Slurm: the cells are built on the compute nodes (no vocabulary training here)
+            build = cells and args.launcher == "local"
             fingerprints = preflight_cell(cells[0], scale_preset(args.scale, **overrides),
-                                          results_dir) if cells else None
+                                          results_dir) if build else None
         except PreflightError as err:
             raise UsageError(f"{err} (checked before any cell runs)") from None
         done, pending = check_existing_results(results_dir, cells, args.scale, overrides,
