@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor
 
-
 _SCOPES = ("local", "global")
 
 
@@ -46,7 +45,9 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer, scope: str = "local"
     scope="global" the logical tensors (a replicated statistic once, not once per rank).
     """
     if scope not in _SCOPES:
-        raise ValueError(f"optimizer_state_bytes: invalid scope={scope!r}; expected one of {_SCOPES}")
+        raise ValueError(
+            f"optimizer_state_bytes: invalid scope={scope!r}; expected one of {_SCOPES}"
+        )
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(
             f"optimizer_state_bytes expects a torch.optim.Optimizer, got {type(optimizer).__name__}"

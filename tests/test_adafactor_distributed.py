@@ -22,7 +22,7 @@ from helpers import CollectiveRecorder, spawn_gloo
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor, init_device_mesh
 from torch.distributed.tensor.debug import CommDebugMode
 
-from adafactor import Adafactor, optimizer_state_bytes
+from adafactor import optimizer_state_bytes
 from experiments.grid import TABLE2_ROWS, table2_row_optimizer
 from experiments.optimizers import build_optimizer
 
@@ -261,7 +261,7 @@ def test_collectives_are_few_and_small(world_results) -> None:
     _, res, _ = world_results
     biggest = max(math.prod(s[-2:]) for s in SHAPES if len(s) >= 2)
     for key, case in res["dtensor"].items():
-        if not key.split("/")[1] in {"B", "Q1"}:  # torch's own optimizers: not ours to count
+        if key.split("/")[1] not in {"B", "Q1"}:  # torch's own optimizers: not ours to count
             for calls in case["calls"]:
                 names = {n for n, _ in calls}
                 assert names <= {"allreduce_"}, (key, names)
@@ -272,7 +272,7 @@ def test_collectives_are_few_and_small(world_results) -> None:
 
 
 def test_state_bytes_per_rank(world_results) -> None:
-    world, res, _ = world_results
+    _, res, _ = world_results
     case = res["dtensor"]["shard0/C"]
     # Shard(0) of C (7x5, 7, 3x6x5, 9x4): rows split, columns replicated on every rank.
     assert case["bytes_global"] == case["bytes_single"]
