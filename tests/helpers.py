@@ -106,7 +106,7 @@ class CollectiveRecorder:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 if func.namespace == "c10d" or "_c10d_functional" in func.namespace:
-                    recorder.calls.append((func.__name__, _numel(args)))
+                    recorder.calls.append((func.__name__.split(".")[0], _numel(args)))
                 return func(*args, **(kwargs or {}))
 
         self._mode = _Mode()
