@@ -259,14 +259,15 @@ def _tensor_step(
 
 def _all_reduce_phase(requests: list[tuple[DeviceMesh, _Reduce]]) -> None:
     """Sum every request over its mesh dims: one flat all-reduce per (mesh, mesh dim)."""
-    buckets: dict[tuple[int, int], tuple[DeviceMesh, list[torch.Tensor]]] = {}
+    # Keyed by the process group itself: meshes built separately over the same ranks share one.
+    buckets: dict[str, tuple[dist.ProcessGroup, list[torch.Tensor]]] = {}
     for mesh, req in requests:
         for mesh_dim in req.mesh_dims:
-            key = (id(mesh), mesh_dim)
-            buckets.setdefault(key, (mesh, []))[1].append(req.tensor)
-    for (_, mesh_dim), (mesh, tensors) in buckets.items():
+            group = mesh.get_group(mesh_dim)
+            buckets.setdefault(group.group_name, (group, []))[1].append(req.tensor)
+    for group, tensors in buckets.values():
         flat = torch.cat([t.reshape(-1) for t in tensors])
-        dist.all_reduce(flat, group=mesh.get_group(mesh_dim))
+        dist.all_reduce(flat, group=group)
         offset = 0
         for t in tensors:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))

@@ -143,7 +143,8 @@ def _train(model, opt, steps: range, rank: int, world: int) -> list[torch.Tensor
         before = [p.detach().clone() for p in model.parameters()]
         opt.step()
         deltas.append(torch.stack([
-            (p.detach() - b).abs().max() for p, b in zip(model.parameters(), before, strict=True)
+            (p.detach() - b).abs().amax() if b.numel() else torch.zeros(())
+            for p, b in zip(model.parameters(), before, strict=True)
         ]))
     return deltas
 
@@ -236,11 +237,21 @@ def main_worker(rank: int, world: int, out_dir: str) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
 
 
+_FAILED: dict[int, str] = {}
+
+
 @pytest.fixture(scope="module", params=[2, 4])
 def world_results(request, tmp_path_factory) -> tuple[int, dict, Path]:
+    """One spawn per world size for all the tests below (a failed spawn is not retried)."""
     world = request.param
+    if world in _FAILED:
+        pytest.fail(f"the {world}-rank run failed: {_FAILED[world]}")
     out = tmp_path_factory.mktemp(f"world{world}")
-    spawn_gloo(main_worker, world, str(out))
+    try:
+        spawn_gloo(main_worker, world, str(out))
+    except Exception as exc:
+        _FAILED[world] = str(exc)[-2000:]
+        raise
     return world, json.loads((out / "rank0.json").read_text()), out
 
 

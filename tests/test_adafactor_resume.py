@@ -1,4 +1,4 @@
-"""Resuming from a state_dict, and steps that fail: state stays fp32, and a bad step changes nothing."""
+"""Resuming from a state_dict, and failing steps: state stays fp32; a bad step changes nothing."""
 
 from __future__ import annotations
 
@@ -75,14 +75,16 @@ def test_sparse_gradient_on_a_later_parameter_leaves_earlier_state_untouched() -
     dense.grad = torch.ones(3, 4)
     emb(torch.tensor([1, 2])).sum().backward()
     before = dense.detach().clone()
-    with pytest.raises(RuntimeError, match="sparse gradients.*params\\[1\\]"):
+    with pytest.raises(RuntimeError, match=r"sparse gradients.*params\[1\]"):
         opt.step()
     assert not opt.state.get(dense), "a failed step must not create or advance state"
     assert torch.equal(dense, before)
 
     emb.weight.grad = None  # one good step, then a failing one: the state of step 1 stays
     opt.step()
-    saved = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[dense].items()}
+    saved = {
+        k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[dense].items()
+    }
     emb(torch.tensor([3])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
