@@ -135,13 +135,33 @@ class CellMonitor(Callback):
         self._emit(trainer, row)
 
 
+STRATEGIES = ("auto", "ddp", "fsdp2")
+
+
+def _strategy(strategy: str, n_devices: int | None, num_nodes: int) -> Any:
+    """The Lightning strategy of --strategy: "ddp", or FSDP2 through ModelParallelStrategy over
+    every process (the module's configure_model shards the Transformer)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}"
+        )
+    if strategy == "ddp":
+        return "ddp"
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return ModelParallelStrategy(data_parallel_size=(n_devices or 1) * num_nodes,
+                                 tensor_parallel_size=1)
+
+
 def _trainer_kwargs(preset: ScalePreset, devices: int | str | None, accelerator: str,
-                    num_nodes: int) -> dict[str, Any]:
+                    num_nodes: int, strategy: str = "auto") -> dict[str, Any]:
     kwargs: dict[str, Any] = {"accelerator": accelerator, "num_nodes": num_nodes}
     if devices is not None:
         kwargs["devices"] = devices
     n_devices = devices if isinstance(devices, int) else None
-    if (n_devices is not None and n_devices > 1) or num_nodes > 1:
+    if strategy != "auto":
+        kwargs["strategy"] = _strategy(strategy, n_devices, num_nodes)
+    elif (n_devices is not None and n_devices > 1) or num_nodes > 1:
         kwargs["strategy"] = "ddp"
     elif accelerator == "cpu" and n_devices in (None, 1):
         kwargs["devices"] = 1
@@ -178,7 +198,7 @@ class CellSetup:
 
 def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
                devices: int | str | None, accelerator: str, num_nodes: int,
-               cache_dir: Path | None) -> CellSetup:
+               cache_dir: Path | None, strategy: str = "auto") -> CellSetup:
     """Seed, data (vocabulary trained or loaded), model, optimizer factory, step-size schedule."""
     if preset.torch_threads is not None:
         torch.set_num_threads(preset.torch_threads)
@@ -218,8 +238,9 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
         length_penalty=preset.length_penalty,
         decode=preset.decode,
     )
-    trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes)
-    config = build_config(cell, preset, model_cfg, steps, max_tokens, trainer_kwargs)
+    trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes, strategy)
+    described = {**trainer_kwargs, "strategy": strategy} if strategy == "fsdp2" else trainer_kwargs
+    config = build_config(cell, preset, model_cfg, steps, max_tokens, described)
     out_dir = cell_dir(results_dir, cell.cell_id)
     return CellSetup(cell, preset, out_dir, steps, data, module, trainer_kwargs, config)
 
@@ -325,6 +346,7 @@ def run_cell(
     num_nodes: int = 1,
     use_wandb: bool = True,
     cache_dir: Path | None = None,
+    strategy: str = "auto",
 ) -> dict[str, Any]:
     """Train and evaluate one cell (resuming from its checkpoint) and return its result dict.
 
@@ -340,7 +362,7 @@ def run_cell(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     setup = build_cell(cell, preset, results_dir, devices=devices, accelerator=accelerator,
-                       num_nodes=num_nodes, cache_dir=cache_dir)
+                       num_nodes=num_nodes, cache_dir=cache_dir, strategy=strategy)
 
     resume_path, resume_step = find_resume_checkpoint(out_dir)
     writer = MetricsWriter(out_dir / METRICS_FILE)
@@ -388,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="number of devices per node (int) or 'auto'")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
+                        help="auto (DDP for more than one device), ddp, or fsdp2 (FSDP2)")
     parser.add_argument("--no-wandb", action="store_true")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="SentencePiece model cache (default RESULTS_DIR/.cache/vocab)")
@@ -399,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         args.cell_id, scale=args.scale, results_dir=args.results_dir,
         overrides=dict(args.overrides), devices=devices, accelerator=args.accelerator,
         num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
+        strategy=args.strategy,
     )
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         print(json.dumps({k: result[k] for k in ("cell_id", "status", "bleu", "valid_loss",

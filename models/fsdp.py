@@ -21,10 +21,17 @@ from .transformer import Transformer
 
 def shard_transformer(model: Transformer, mesh: DeviceMesh) -> Transformer:
     """Apply FSDP2 to `model` in place over the 1-D `mesh` (one unit per layer, then the root)."""
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     if mesh.ndim != 1:
         raise ValueError(f"shard_transformer needs a 1-D data-parallel mesh, got {mesh.ndim}-D")
+    for layer in model.decoder_layers:
+        # The decoder computes the cross-attention keys and values of the memory before calling
+        # the layer, and the layer calls `attend`, not forward: cross-attention is its own unit,
+        # unsharded for those two methods like for a forward.
+        fully_shard(layer.cross_attn, mesh=mesh)
+        for method in ("keys_values", "attend"):
+            register_fsdp_forward_method(layer.cross_attn, method)
     for layer in (*model.encoder_layers, *model.decoder_layers):
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="devices per node (default: Lightning's auto). Example: --devices 8")
     run.add_argument("--num-nodes", type=int, default=1, help="Example: --num-nodes 2")
     run.add_argument("--accelerator", default="auto", help="Example: --accelerator gpu")
+    run.add_argument("--strategy", default="auto", choices=("auto", "ddp", "fsdp2"),
+                     help="auto (DDP on more than one device), ddp, or fsdp2 (FSDP2 shards the "
+                     "model; Adafactor steps the shards). Example: --strategy fsdp2")
 
     render = commands_.add_parser(
         "render", help="render paper_tables/ from existing results (or W&B runs)",

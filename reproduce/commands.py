@@ -191,7 +191,7 @@ def run_one(args: argparse.Namespace) -> int:
     result = run_cell(
         args.cell_id, scale=args.scale, results_dir=results_dir_of(args), overrides=overrides,
         devices=args.devices, accelerator=args.accelerator, num_nodes=args.num_nodes,
-        use_wandb=not args.no_wandb,
+        use_wandb=not args.no_wandb, strategy=args.strategy,
     )
     bleu = result.get("bleu")
     print(f"{args.cell_id}: {result.get('status')} BLEU "

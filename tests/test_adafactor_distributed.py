@@ -143,7 +143,7 @@ def _train(model, opt, steps: range, rank: int, world: int) -> list[torch.Tensor
         before = [p.detach().clone() for p in model.parameters()]
         opt.step()
         deltas.append(torch.stack([
-            (p.detach() - b).abs().amax() if b.numel() else torch.zeros(())
+            torch.zeros(()) if isinstance(p, DTensor) else (p.detach() - b).abs().max()
             for p, b in zip(model.parameters(), before, strict=True)
         ]))
     return deltas
