@@ -308,7 +308,14 @@ def test_state_bytes_per_rank(world_results) -> None:
               f"{c['bytes_global']}, one process {c['bytes_single']}")
     # Shard(0) of C (7x5, 7, 3x6x5, 9x4): rows split, columns replicated on every rank.
     assert case["bytes_global"] == case["bytes_single"]
-    assert case["bytes_local"] < case["bytes_single"]
+
+    def rows(k: int) -> int:  # rank 0's share of k rows
+        return -(-k // world)
+
+    # R (and the vector's full statistic) 1/world per rank, C whole; (3, 6, 5) is sharded on its
+    # leading dim, so both of its statistics are split.
+    expected = 4 * (rows(7) + 5 + rows(7) + rows(3) * (6 + 5) + rows(9) + 4)
+    assert case["bytes_local"] == expected
     replicated = res["dtensor"]["replicate/C"]
     assert replicated["bytes_local"] == replicated["bytes_single"]
 
