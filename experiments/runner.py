@@ -74,6 +74,9 @@ def _cpu_time_s() -> float:
 
 
 def _checkpoint_step(path: Path) -> int:
+    if path.is_dir():  # an FSDP2 (DCP) checkpoint folder: Lightning keeps the counters in meta.pt
+        return int(torch.load(path / "meta.pt", map_location="cpu", weights_only=False)[
+            "global_step"])
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return int(ckpt["global_step"])
 
@@ -83,7 +86,7 @@ def find_resume_checkpoint(out_dir: Path) -> tuple[Path | None, int]:
     candidates = [out_dir / CHECKPOINT_SUBDIR / "last.ckpt", *out_dir.glob("hpc_ckpt_*.ckpt")]
     best: tuple[Path | None, int] = (None, 0)
     for path in candidates:
-        if path.is_file():
+        if path.is_file() or (path / "meta.pt").is_file():
             step = _checkpoint_step(path)
             if best[0] is None or step > best[1]:
                 best = (path, step)

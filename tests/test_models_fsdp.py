@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,7 +93,7 @@ def test_tiny_transformer_under_fsdp2_on_2_ranks_equals_1_rank(tmp_path: Path) -
 
 
 def _cli(results: Path, cache: Path, *extra: str) -> list[str]:
-    overrides = {"steps": 20, "log_interval": 10, "val_interval": 10, "checkpoint_interval": 20,
+    overrides = {"steps": 20, "log_interval": 10, "val_interval": 10, "checkpoint_interval": 10,
                  "eval_max_sentences": 24, "max_tokens": 512, "time_rescale": None}
     cmd = [sys.executable, "-m", "experiments.runner", "table2/J/warmup/seed0", "--scale",
            "tiny", "--results-dir", str(results), "--cache-dir", str(cache), "--accelerator",
@@ -101,21 +103,66 @@ def _cli(results: Path, cache: Path, *extra: str) -> list[str]:
     return cmd + list(extra)
 
 
-def test_lightning_fsdp2_strategy_equals_one_process(tmp_path: Path) -> None:
+CELL = "table2/J/warmup/seed0"
+FSDP2 = ("--devices", "2", "--strategy", "fsdp2")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+
+
+def _train_rows(results: Path) -> list[dict]:
+    return [r for r in read_metrics(results / CELL / "metrics.jsonl") if "train_loss" in r]
+
+
+@pytest.fixture(scope="module")
+def lightning_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """One process accumulating 2 batches per step, and --strategy fsdp2 on 2 processes."""
+    root = tmp_path_factory.mktemp("lightning")
+    cache, one, two = root / "cache", root / "one", root / "two"
+    subprocess.run(_cli(one, cache, "--set", "accumulate_grad_batches=2"), check=True,
+                   env=_env(), cwd=REPO, timeout=600)
+    subprocess.run(_cli(two, cache, *FSDP2), check=True, env=_env(), cwd=REPO, timeout=600)
+    return cache, one, two
+
+
+def test_lightning_fsdp2_strategy_equals_one_process(lightning_runs) -> None:
     """--strategy fsdp2 on 2 CPU processes (Lightning's ModelParallelStrategy, gloo) against one
     process accumulating the same 2 batches per step."""
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
-    cache, one, two = tmp_path / "cache", tmp_path / "one", tmp_path / "two"
-    subprocess.run(_cli(one, cache, "--set", "accumulate_grad_batches=2"), check=True, env=env,
-                   cwd=REPO, timeout=600)
-    subprocess.run(_cli(two, cache, "--devices", "2", "--strategy", "fsdp2"), check=True,
-                   env=env, cwd=REPO, timeout=600)
-    cell = "table2/J/warmup/seed0"
-    assert read_json(two / cell / "config.json")["trainer"]["strategy"] == "fsdp2"
-    r1, r2 = read_json(one / cell / "result.json"), read_json(two / cell / "result.json")
-    rows1 = [r for r in read_metrics(one / cell / "metrics.jsonl") if "train_loss" in r]
-    rows2 = [r for r in read_metrics(two / cell / "metrics.jsonl") if "train_loss" in r]
+    _, one, two = lightning_runs
+    assert read_json(two / CELL / "config.json")["trainer"]["strategy"] == "fsdp2"
+    r1, r2 = read_json(one / CELL / "result.json"), read_json(two / CELL / "result.json")
+    rows1, rows2 = _train_rows(one), _train_rows(two)
     assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [10, 20]
     for a, b in zip(rows1, rows2, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+    print(f"valid loss: one process {r1['valid_loss']!r}, fsdp2 {r2['valid_loss']!r}")
     assert r2["valid_loss"] == pytest.approx(r1["valid_loss"], rel=1e-5)
+
+
+def test_lightning_fsdp2_resumes_from_its_dcp_checkpoint(lightning_runs, tmp_path: Path) -> None:
+    """Killed after the step-10 checkpoint (a DCP folder), rerun: resumes at step 10 and ends
+    where the uninterrupted FSDP2 run ends."""
+    cache, _, two = lightning_runs
+    third = tmp_path / "resumed"
+    cmd = _cli(third, cache, *FSDP2)
+    proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = third / CELL / "checkpoints" / "last.ckpt" / "meta.pt"
+    try:
+        deadline = time.time() + 300
+        while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert marker.is_file(), "no checkpoint was written"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (third / CELL / "result.json").exists(), "the run finished before it was killed"
+    subprocess.run(cmd, check=True, env=_env(), cwd=REPO, timeout=600)
+    assert read_json(third / CELL / "result.json")["resumed_from_step"] == 10
+    want, got = _train_rows(two), _train_rows(third)
+    assert [r["step"] for r in got] == [10, 20]
+    assert got[-1]["train_loss"] == pytest.approx(want[-1]["train_loss"], rel=1e-5)
+    assert read_json(third / CELL / "result.json")["valid_loss"] == pytest.approx(
+        read_json(two / CELL / "result.json")["valid_loss"], rel=1e-5)
