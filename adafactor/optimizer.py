@@ -41,6 +41,12 @@ rounding (tests check this). With bf16 parameters on CPU the fast path draws eac
 rounding noise from its own generator seeded by (torch.initial_seed(), step, position), so
 results do not depend on thread scheduling.
 
+DTensor parameters (FSDP2, tensor parallelism) are stepped by `adafactor.distributed` on their
+local shards, factored by the global shape, with a few bucketed all-reduces.
+
+Every parameter is checked (`_validate_step`) before any state or parameter changes, so a step
+that raises leaves the optimizer as it was; `load_state_dict` keeps the statistics fp32.
+
 step() never reads a tensor back to the host (the step count t is a Python int in the state).
 """
 

@@ -71,6 +71,7 @@ def _layouts(world: int) -> dict[str, tuple[tuple[int, ...], list]]:
     }
     if world == 4:
         out["mesh2x2"] = ((2, 2), [Shard(0), Shard(1)])
+        out["mesh2x2rep"] = ((2, 2), [Replicate(), Shard(0)])
     return out
 
 
