@@ -41,6 +41,12 @@ rounding (tests check this). With bf16 parameters on CPU the fast path draws eac
 rounding noise from its own generator seeded by (torch.initial_seed(), step, position), so
 results do not depend on thread scheduling.
 
+DTensor parameters (FSDP2, tensor parallelism) are stepped by `adafactor.distributed` on their
+local shards, factored by the global shape, with a few bucketed all-reduces.
+
+Every parameter is checked (`_validate_step`) before any state or parameter changes, so a step
+that raises leaves the optimizer as it was; `load_state_dict` keeps the statistics fp32.
+
 step() never reads a tensor back to the host (the step count t is a Python int in the state).
 """
 
@@ -63,11 +69,15 @@ from ._common import (
     is_real,
     state_shapes,
 )
+from .distributed import check_dtensor_parameter, dtensor_update, init_dtensor_state, is_dtensor
 from .fast import DEFAULT_CHUNK_NUMEL, fast_update
 from .reference import reference_update
 from .schedules import relative_step_size, second_moment_decay
 
 _IMPLEMENTATIONS = ("fast", "reference")
+# Parameter dtypes whose values fp32 arithmetic represents (float8 has no arithmetic to write back).
+_SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_STATISTICS = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg")
 
 
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
@@ -181,6 +191,9 @@ class Adafactor(torch.optim.Optimizer):
         return factor_mode(p.shape, group["factored"], group["min_dim_size_to_factor"])
 
     def _init_state(self, p: torch.Tensor, group: Mapping[str, Any], state: dict) -> None:
+        if is_dtensor(p):
+            state.update(init_dtensor_state(p, self._mode(p, group), group["beta1"] or None))
+            return
         state["step"] = 0
         for key, shape in state_shapes(p.shape, self._mode(p, group)).items():
             state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
@@ -203,10 +216,8 @@ class Adafactor(torch.optim.Optimizer):
                 loss = closure()
         all_stats: list[TensorStats] = []
         all_scalars: list[StepScalars] = []
+        self._validate_step()  # every parameter first: a bad one leaves all state untouched
         for group in self.param_groups:
-            lr = group["lr"]
-            if lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
-                raise ValueError(f"Adafactor: invalid lr={lr!r} in param_group; expected >= 0")
             eps1, eps2 = group["eps"]
             hp = GroupHyper(
                 beta1=group["beta1"] or None,
@@ -221,7 +232,6 @@ class Adafactor(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                check_dense_float_parameter("Adafactor", p)
                 state = self.state[p]
                 if not state:
                     self._init_state(p, group, state)
@@ -233,28 +243,136 @@ class Adafactor(torch.optim.Optimizer):
                 scalars.append(self._scalars(state["step"], group))
             if not params:
                 continue
-            if group["implementation"] == "reference":
-                stats = [
-                    reference_update(p, g, s, m, sc, hp)
-                    for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
-                ]
-            else:
-                stats = fast_update(
-                    params,
-                    grads,
-                    states,
-                    modes,
-                    scalars,
-                    hp,
-                    need_rms=group["track_stats"] or hp.clip_threshold is not None,
-                    chunk_numel=self._chunk_numel,
-                    threads=1 if torch.compiler.is_compiling() else torch.get_num_threads(),
-                )
+            stats = self._update_group(group, hp, params, grads, states, modes, scalars)
             if group["track_stats"]:
                 all_stats.extend(stats)
                 all_scalars.extend(scalars)
         self._last_stats, self._last_scalars = all_stats, all_scalars
         return loss
+
+    def _update_group(
+        self,
+        group: Mapping[str, Any],
+        hp: GroupHyper,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict],
+        modes: list[FactorMode],
+        scalars: list[StepScalars],
+    ) -> list[TensorStats]:
+        """Dispatch one group's tensors: DTensors to `adafactor.distributed`, the rest to the
+        reference or fast path (stats come back in the order of `params`)."""
+        need_rms = group["track_stats"] or hp.clip_threshold is not None
+        dist_idx = [i for i, p in enumerate(params) if is_dtensor(p)]
+        local_idx = [i for i, p in enumerate(params) if not is_dtensor(p)]
+        out: list[TensorStats | None] = [None] * len(params)
+        if dist_idx:
+            pick = [[seq[i] for i in dist_idx] for seq in (params, grads, states, modes, scalars)]
+            for i, st in zip(
+                dist_idx, dtensor_update(*pick, hp, need_rms=group["track_stats"]), strict=True
+            ):
+                out[i] = st
+        if local_idx:
+            pl, gl, sl, ml, cl = [[seq[i] for i in local_idx]
+                                  for seq in (params, grads, states, modes, scalars)]
+            if group["implementation"] == "reference":
+                stats = [
+                    reference_update(p, g, s, m, sc, hp)
+                    for p, g, s, m, sc in zip(pl, gl, sl, ml, cl, strict=True)
+                ]
+            else:
+                stats = fast_update(
+                    pl,
+                    gl,
+                    sl,
+                    ml,
+                    cl,
+                    hp,
+                    need_rms=need_rms,
+                    chunk_numel=self._chunk_numel,
+                    threads=1 if torch.compiler.is_compiling() else torch.get_num_threads(),
+                )
+            for i, st in zip(local_idx, stats, strict=True):
+                out[i] = st
+        return [st for st in out if st is not None]
+
+    def _validate_step(self) -> None:
+        """Check every parameter with a gradient before the step changes anything.
+
+        Raises RuntimeError (sparse gradient, unsupported dtype) or ValueError (a gradient of
+        another shape, an invalid lr, or a state kept under other settings: `factored`,
+        `min_dim_size_to_factor` or `beta1` changed on a live optimizer), naming the parameter.
+        """
+        for gi, group in enumerate(self.param_groups):
+            lr = group["lr"]
+            if lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
+                raise ValueError(
+                    f"Adafactor: invalid lr={lr!r} in param_groups[{gi}]; expected >= 0"
+                )
+            for pi, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    self._validate_param(f"param_groups[{gi}].params[{pi}]", p, group)
+
+    def _validate_param(self, name: str, p: torch.Tensor, group: Mapping[str, Any]) -> None:
+        where = f"{name} (shape {tuple(p.shape)})"
+        grad = p.grad
+        if grad.is_sparse:
+            raise RuntimeError(
+                f"Adafactor does not support sparse gradients (got one for {where}); "
+                "use a dense embedding (sparse=False)"
+            )
+        check_dense_float_parameter("Adafactor", p)
+        if p.dtype not in _SUPPORTED_DTYPES:
+            raise RuntimeError(
+                f"Adafactor: {where} has dtype {p.dtype}; supported: "
+                f"{', '.join(str(d) for d in _SUPPORTED_DTYPES)}"
+            )
+        if grad.is_complex() or not grad.is_floating_point():
+            raise RuntimeError(f"Adafactor: the gradient of {where} has dtype {grad.dtype}")
+        if grad.shape != p.shape:
+            raise ValueError(
+                f"Adafactor: the gradient of {where} has shape {tuple(grad.shape)}"
+            )
+        if is_dtensor(p):
+            check_dtensor_parameter("Adafactor", where, p, grad)
+        state = self.state.get(p)
+        if not state:
+            return
+        expected = set(state_shapes(p.shape, self._mode(p, group)))
+        kept = {k for k in ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq") if k in state}
+        if kept != expected:
+            raise ValueError(
+                f"Adafactor: {where} has second-moment state {sorted(kept)} but its settings "
+                f"factored={group['factored']!r}, min_dim_size_to_factor="
+                f"{group['min_dim_size_to_factor']!r} need {sorted(expected)}; `factored` and "
+                "`min_dim_size_to_factor` cannot change on a live optimizer (start a new one)"
+            )
+        if bool(group["beta1"]) != ("exp_avg" in state):
+            raise ValueError(
+                f"Adafactor: {where} was stepped with "
+                f"{'beta1' if 'exp_avg' in state else 'no beta1'} but its group now has "
+                f"beta1={group['beta1']!r}; beta1 cannot be switched on or off on a live "
+                "optimizer (start a new one)"
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """torch's load_state_dict, except that the statistics stay fp32 copies whatever the
+        parameter dtype (torch would cast them to it: bf16 statistics change the steps, fp16 ones
+        overflow)."""
+        saved_state = state_dict["state"]
+        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, p in zip(saved_ids, params, strict=True):
+            saved = saved_state.get(pid)
+            if not saved:
+                continue
+            for key in _STATISTICS:
+                value = saved.get(key)
+                if isinstance(value, torch.Tensor):
+                    self.state[p][key] = value.to(
+                        device=p.device, dtype=torch.float32, copy=True
+                    )
 
     # ----------------------------------------------------------------------------------------
     def step_stats(self) -> dict[str, float]:

@@ -231,6 +231,9 @@ def checkpoint_step(path: Path) -> int:
     import torch
 
     try:
+        if path.is_dir():  # an FSDP2 (DCP) checkpoint folder: Lightning keeps counters in meta.pt
+            meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
+            return int(meta["global_step"])
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return int(ckpt["global_step"])
     except Exception as err:  # torch raises RuntimeError, pickle/zip errors, KeyError ...
@@ -253,7 +256,7 @@ def find_resume_checkpoint(out_dir: Path, log: Callable[[str], None] | None = No
     found: list[tuple[int, float, Path]] = []
     damaged: list[str] = []
     for path in candidates:
-        if not path.is_file():
+        if not (path.is_file() or (path / "meta.pt").is_file()):
             continue
         try:
             found.append((checkpoint_step(path), path.stat().st_mtime, path))

@@ -174,13 +174,33 @@ class CellMonitor(Callback):
             raise CellInterrupted(self.cell_id, step, path)
 
 
+STRATEGIES = ("auto", "ddp", "fsdp2")
+
+
+def _strategy(strategy: str, n_devices: int | None, num_nodes: int) -> Any:
+    """The Lightning strategy of --strategy: "ddp", or FSDP2 through ModelParallelStrategy over
+    every process (the module's configure_model shards the Transformer)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}"
+        )
+    if strategy == "ddp":
+        return "ddp"
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return ModelParallelStrategy(data_parallel_size=(n_devices or 1) * num_nodes,
+                                 tensor_parallel_size=1)
+
+
 def _trainer_kwargs(preset: ScalePreset, devices: int | str | None, accelerator: str,
-                    num_nodes: int) -> dict[str, Any]:
+                    num_nodes: int, strategy: str = "auto") -> dict[str, Any]:
     kwargs: dict[str, Any] = {"accelerator": accelerator, "num_nodes": num_nodes}
     if devices is not None:
         kwargs["devices"] = devices
     n_devices = devices if isinstance(devices, int) else None
-    if (n_devices is not None and n_devices > 1) or num_nodes > 1:
+    if strategy != "auto":
+        kwargs["strategy"] = _strategy(strategy, n_devices, num_nodes)
+    elif (n_devices is not None and n_devices > 1) or num_nodes > 1:
         kwargs["strategy"] = "ddp"
     elif accelerator == "cpu" and n_devices in (None, 1):
         kwargs["devices"] = 1
@@ -217,7 +237,7 @@ class CellSetup:
 
 def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
                devices: int | str | None, accelerator: str, num_nodes: int,
-               cache_dir: Path | None) -> CellSetup:
+               cache_dir: Path | None, strategy: str = "auto") -> CellSetup:
     """Seed, data (vocabulary trained or loaded), model, optimizer factory, step-size schedule."""
     if preset.torch_threads is not None:
         torch.set_num_threads(preset.torch_threads)
@@ -257,8 +277,9 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
         length_penalty=preset.length_penalty,
         decode=preset.decode,
     )
-    trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes)
-    config = build_config(cell, preset, model_cfg, steps, max_tokens, trainer_kwargs)
+    trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes, strategy)
+    described = {**trainer_kwargs, "strategy": strategy} if strategy == "fsdp2" else trainer_kwargs
+    config = build_config(cell, preset, model_cfg, steps, max_tokens, described)
     config["identity"] = cell_identity(cell, preset, data_fingerprints(preset, vocab.model_path))
     out_dir = cell_dir(results_dir, cell.cell_id)
     return CellSetup(cell, preset, out_dir, steps, data, module, trainer_kwargs, config)
@@ -400,6 +421,7 @@ def run_cell(
     cache_dir: Path | None = None,
     fresh: bool = False,
     wait_lock: bool = False,
+    strategy: str = "auto",
 ) -> dict[str, Any]:
     """Train and evaluate one cell (resuming from its checkpoint) and return its result dict.
 
@@ -419,18 +441,20 @@ def run_cell(
     try:
         return _run_locked(cell, preset, results_dir, out_dir, devices=devices,
                            accelerator=accelerator, num_nodes=num_nodes, use_wandb=use_wandb,
-                           cache_dir=cache_dir, fresh=fresh, rank_zero=rank_zero)
+                           cache_dir=cache_dir, fresh=fresh, rank_zero=rank_zero,
+                           strategy=strategy)
     finally:
         lock.release()
 
 
 def _run_locked(cell: Cell, preset: ScalePreset, results_dir: Path, out_dir: Path, *,
                 devices: int | str | None, accelerator: str, num_nodes: int, use_wandb: bool,
-                cache_dir: Path | None, fresh: bool, rank_zero: bool) -> dict[str, Any]:
+                cache_dir: Path | None, fresh: bool, rank_zero: bool,
+                strategy: str = "auto") -> dict[str, Any]:
     started = time.time()
     try:
         setup = build_cell(cell, preset, results_dir, devices=devices, accelerator=accelerator,
-                           num_nodes=num_nodes, cache_dir=cache_dir)
+                           num_nodes=num_nodes, cache_dir=cache_dir, strategy=strategy)
     except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
         text = " ".join(str(err).split()) or type(err).__name__
         raise CellSetupError(f"{cell.cell_id} cannot be built with these settings: {text}"

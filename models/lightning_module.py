@@ -31,6 +31,7 @@ import torch.distributed as dist
 from models.bleu import bleu_from_statistics, bleu_statistics
 from models.config import ModelConfig
 from models.decoding import beam_search, greedy_decode
+from models.fsdp import is_sharded, plain_replica, shard_transformer
 from models.loss import label_smoothed_cross_entropy
 from models.transformer import Transformer
 
@@ -122,6 +123,25 @@ class TranslationModule(pl.LightningModule):
         self._pending_rng: dict[str, Any] | None = None
         self._step_started: float | None = None
         self.reset_interval()
+
+    # --- parallelism ---------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """Lightning's ModelParallelStrategy hook: FSDP2 over the data-parallel mesh dim (tensor
+        parallelism is not used: its size must be 1). Other strategies leave the model alone."""
+        mesh = self.device_mesh
+        if mesh is None or is_sharded(self.model):
+            return
+        if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+            raise ValueError(
+                "TranslationModule supports FSDP2 only: tensor_parallel_size must be 1"
+            )
+        dp = mesh["data_parallel"] if mesh.mesh_dim_names else mesh
+        shard_transformer(self.model, dp)
+
+    def _eval_model(self) -> Transformer:
+        """The model to evaluate and decode with: under FSDP2, a gathered plain replica."""
+        return plain_replica(self.model) if is_sharded(self.model) else self.model
 
     # --- optimisation -------------------------------------------------------------------------
 
@@ -239,15 +259,16 @@ class TranslationModule(pl.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------
 
-    def translate(self, src: torch.Tensor) -> list[str]:
+    def translate(self, src: torch.Tensor, model: Transformer | None = None) -> list[str]:
         """Decode a source batch to detokenized target strings (beam or greedy per settings)."""
+        model = self.model if model is None else model
         common = dict(bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id, pad_id=self.vocab.pad_id,
                       max_len_a=self.max_len_a, max_len_b=self.max_len_b)
         if self.decode_mode == "beam" and self.beam_size > 1:
-            ids = beam_search(self.model, src, beam_size=self.beam_size,
+            ids = beam_search(model, src, beam_size=self.beam_size,
                               length_penalty=self.length_penalty, **common)
         else:
-            ids = greedy_decode(self.model, src, **common)
+            ids = greedy_decode(model, src, **common)
         return [self.vocab.decode(list(seq)) for seq in ids]
 
     @torch.no_grad()
@@ -264,6 +285,8 @@ class TranslationModule(pl.LightningModule):
         world = dist.get_world_size() if _distributed() and shard_batches else 1
         was_training = self.training
         self.eval()
+        model = self._eval_model()  # a collective under FSDP2: every rank calls evaluate
+        model.eval()
         sums = torch.zeros(3, dtype=torch.float64)  # loss, nll, tokens
         stats: torch.Tensor | None = None
         n_sentences = 0
@@ -272,7 +295,7 @@ class TranslationModule(pl.LightningModule):
                 if k % world != rank:
                     continue
                 src = batch["src"].to(self.device)
-                logits = self.model(src, batch["tgt_in"].to(self.device))
+                logits = model(src, batch["tgt_in"].to(self.device))
                 loss_sum, nll_sum, n_tokens = label_smoothed_cross_entropy(
                     logits, batch["tgt_out"].to(self.device), self.cfg.label_smoothing,
                     self.vocab.pad_id,
@@ -280,7 +303,7 @@ class TranslationModule(pl.LightningModule):
                 sums += torch.tensor([float(loss_sum), float(nll_sum), float(n_tokens)],
                                      dtype=torch.float64)
                 if bleu:
-                    hyps = self.translate(src)
+                    hyps = self.translate(src, model)
                     batch_stats = bleu_statistics(hyps, list(batch["references"]))
                     stats = batch_stats.clone() if stats is None else stats + batch_stats
                     n_sentences += len(hyps)

@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SentencePiece model cache (default RESULTS_DIR/.cache/vocab). "
                      "Example: --cache-dir /scratch/me/vocab")
     _add_cell_state(run)
+    run.add_argument("--strategy", default="auto", choices=("auto", "ddp", "fsdp2"),
+                     help="auto (DDP on more than one device), ddp, or fsdp2 (FSDP2 shards the "
+                     "model; Adafactor steps the shards). Example: --strategy fsdp2")
 
     render = commands_.add_parser(
         "render", help="render paper_tables/ from existing results (or W&B runs)",

@@ -242,7 +242,7 @@ def run_one(args: argparse.Namespace) -> int:
             args.cell_id, scale=args.scale, results_dir=results_dir_of(args),
             overrides=overrides, devices=args.devices, accelerator=args.accelerator,
             num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
-            fresh=args.fresh, wait_lock=args.wait_lock,
+            fresh=args.fresh, wait_lock=args.wait_lock, strategy=args.strategy,
         )
     except CellInterrupted as stopped:
         signum = stop_requested() or signal.SIGTERM

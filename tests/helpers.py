@@ -141,3 +141,76 @@ def write_local_corpus(folder: Path, train: int = 3000, valid: int = 60) -> Path
         (folder / f"{name}.en").write_text("".join(en + "\n" for en, _ in pairs))
         (folder / f"{name}.de").write_text("".join(de + "\n" for _, de in pairs))
     return folder
+# --- gloo process groups spawned for real (the distributed Adafactor tests) -------------------
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, fn, world: int, port: int, args: tuple) -> None:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_gloo(fn, world: int, *args) -> None:
+    """Run fn(rank, world, *args) in `world` spawned processes joined by a gloo process group.
+
+    fn must be importable by name (a module-level function); a failure in any rank raises here.
+    """
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_rank_main, args=(fn, world, free_port(), args), nprocs=world,
+                       start_method="spawn", join=True)
+
+
+class CollectiveRecorder:
+    """Records every c10d collective (op name, elements) dispatched while active: a counting
+    wrapper independent of CommDebugMode."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        recorder = self
+        self.calls: list[tuple[str, int]] = []
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.namespace == "c10d" or "_c10d_functional" in func.namespace:
+                    recorder.calls.append((func.__name__.split(".")[0], _numel(args)))
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+
+    def __enter__(self) -> CollectiveRecorder:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def _numel(args) -> int:
+    import torch
+
+    if isinstance(args, torch.Tensor):
+        return args.numel()
+    if isinstance(args, (list, tuple)):
+        return sum(_numel(a) for a in args)
+    return 0
