@@ -183,8 +183,9 @@ class TranslationData(L.LightningDataModule):
     # ------------------------------------------------------------------ setup
 
     def prepare_data(self) -> None:
-        """Builds (once, under a file lock) or finds the binarized corpus; see data.binarized."""
-        self._binarized()
+        """Builds (once, under a file lock) or finds the binarized corpus (data.binarized) and
+        loads its vocabulary (`self.vocab`)."""
+        self._load_vocab()
 
     def _binarized(self) -> Binarized:
         if self.binarized is None:

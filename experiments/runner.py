@@ -39,6 +39,7 @@ from data.datamodule import TranslationData
 from experiments.cells import Cell
 from experiments.cli_values import parse_key_value
 from experiments.optimizers import build_optimizer, step_size_schedule
+from experiments.prepare import default_cache_dir
 from experiments.scales import ScalePreset, scale_preset
 from experiments.tables import get_cell
 from experiments.tracking import (
@@ -191,7 +192,7 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
         corpus_path=preset.corpus_path,
         vocab_size=preset.vocab_size,
         max_tokens=max_tokens,
-        cache_dir=Path(cache_dir) if cache_dir is not None else results_dir / ".cache" / "vocab",
+        cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(results_dir),
         seed=seed,
         max_len=preset.max_len,
         eval_split=preset.eval_split,
