@@ -242,36 +242,92 @@ def _load_hub(hub_id: Sequence[str], what: str):
         ) from err
 
 
-def load_wmt14_hub() -> ParallelCorpus:
-    """WMT14 En-De from the hub: train; valid = newstest2013 ("validation"); test = newstest2014."""
-    dataset = _load_hub(WMT14_HUB_ID, "wmt14 de-en")
-    names = {"train": "train", "valid": "validation", "test": "test"}
+def load_hub_dataset(name: str):
+    """The `datasets.DatasetDict` of corpus `name` ("wmt14" or "multi30k") from the hub/cache."""
+    if name == "wmt14":
+        return _load_hub(WMT14_HUB_ID, "wmt14 de-en")
+    if name == "multi30k":
+        return _load_hub((MULTI30K_HUB_ID,), MULTI30K_HUB_ID)
+    raise CorpusError(f"corpus {name!r} has no hub copy (only wmt14 and multi30k)")
+
+
+def is_saved_dataset(folder: str | Path) -> bool:
+    """Whether `folder` is a `DatasetDict.save_to_disk` folder (it holds dataset_dict.json)."""
+    return (Path(folder) / "dataset_dict.json").is_file()
+
+
+def load_saved_dataset(folder: str | Path):
+    """A `DatasetDict.save_to_disk` copy of a hub dataset, loaded with `datasets.load_from_disk`."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(folder))
+    except Exception as err:  # corrupt or foreign folder: name it
+        raise CorpusError(f"{folder}: not a loadable save_to_disk dataset "
+                          f"({type(err).__name__}: {err})") from err
+
+
+_HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+
+
+def wmt14_corpus(dataset, origin: str = "hub wmt14 de-en") -> ParallelCorpus:
+    """WMT14 En-De in the hub's schema: train; valid = newstest2013 ("validation");
+    test = newstest2014. Each split has a `translation` column of {"de", "en"} dicts."""
     splits = {
         canonical: wmt14_split_from_dataset(
-            dataset[hub], f"hub wmt14 de-en/{hub}", drop_empty=canonical == "train"
+            dataset[hub], f"{origin}/{hub}", drop_empty=canonical == "train"
         )
-        for canonical, hub in names.items()
+        for canonical, hub in _HUB_SPLITS.items()
         if hub in dataset
     }
     return ParallelCorpus(
         name="wmt14",
         splits=splits,
-        expected={k: f"hub wmt14 de-en split {v!r}" for k, v in names.items()},
+        expected={k: f"{origin} split {v!r}" for k, v in _HUB_SPLITS.items()},
     )
 
 
-def load_multi30k_hub() -> ParallelCorpus:
-    """Multi30k (task 1, test2016) from the hub copy `bentrevett/multi30k` (fields "en", "de")."""
-    dataset = _load_hub((MULTI30K_HUB_ID,), MULTI30K_HUB_ID)
-    names = {"train": "train", "valid": "validation", "test": "test"}
-    splits = {
-        canonical: parallel_text_from_records(
-            dataset[hub], f"hub {MULTI30K_HUB_ID}/{hub}", en_key="en", de_key="de", drop_empty=False
+def multi30k_corpus(dataset, origin: str = f"hub {MULTI30K_HUB_ID}") -> ParallelCorpus:
+    """Multi30k (task 1, test2016) in the schema of the hub copy `bentrevett/multi30k`:
+    train/validation/test splits with flat "en" and "de" string columns."""
+    splits = {}
+    for canonical, hub in _HUB_SPLITS.items():
+        if hub not in dataset:
+            continue
+        part = dataset[hub]
+        missing = {"en", "de"} - set(part.column_names)
+        if missing:
+            raise CorpusError(f"{origin}/{hub}: expected fields {sorted(missing)}, "
+                              f"got {part.column_names}")
+        records = ({"en": en, "de": de} for en, de in zip(part["en"], part["de"], strict=True))
+        splits[canonical] = parallel_text_from_records(
+            records, f"{origin}/{hub}", en_key="en", de_key="de", drop_empty=False
         )
-        for canonical, hub in names.items()
-        if hub in dataset
-    }
-    return ParallelCorpus(name="multi30k", splits=splits)
+    return ParallelCorpus(
+        name="multi30k", splits=splits,
+        expected={k: f"{origin} split {v!r}" for k, v in _HUB_SPLITS.items()},
+    )
+
+
+def load_wmt14_hub() -> ParallelCorpus:
+    """WMT14 En-De from the hub (`datasets.load_dataset("wmt14", "de-en")`)."""
+    return wmt14_corpus(load_hub_dataset("wmt14"))
+
+
+def load_multi30k_hub() -> ParallelCorpus:
+    """Multi30k from the hub copy `bentrevett/multi30k` (fields "en", "de")."""
+    return multi30k_corpus(load_hub_dataset("multi30k"))
+
+
+def load_hub_copy(name: str, folder: str | Path) -> ParallelCorpus:
+    """A save_to_disk copy of the hub dataset of `name`, converted exactly as the hub's."""
+    dataset = load_saved_dataset(folder)
+    if name == "wmt14":
+        return wmt14_corpus(dataset, origin=f"{folder} (wmt14 de-en)")
+    if name == "multi30k":
+        return multi30k_corpus(dataset, origin=f"{folder} ({MULTI30K_HUB_ID})")
+    raise CorpusError(f"{folder}: a save_to_disk dataset is read only for wmt14 or multi30k, "
+                      f"not {name!r}")
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -292,7 +348,8 @@ def load_corpus(name: str, path: str | Path | None = None) -> ParallelCorpus:
 
     - "embedded": the synthetic corpus shipped in the package (no download; `path` must be None).
     - "multi30k": a local folder of train/valid/test2016[/test2017].{en,de} when `path` is given,
-      else the hub copy (needs the network or a warm `datasets` cache).
+      else the hub copy (needs the network or a warm `datasets` cache). A path holding a
+      `save_to_disk` copy of the hub dataset (dataset_dict.json) is read like the hub.
     - "local": any folder of `<split>.en` / `<split>.de` files (`path` required).
     - "wmt14": the hub's `wmt14` de-en when `path` is None; with `path`, a local folder laid out as
       `train.*`, `newstest2013.*` (valid) and `newstest2014.*` (test), any of them optional.
@@ -310,5 +367,7 @@ def load_corpus(name: str, path: str | Path | None = None) -> ParallelCorpus:
             )
         return load_folder(path, name="local")
     if path is not None:
+        if is_saved_dataset(path):
+            return load_hub_copy(name, path)
         return load_folder(path, name=name)
     return load_multi30k_hub() if name == "multi30k" else load_wmt14_hub()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -27,73 +26,48 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.batching import TokenBudgetBatchSampler
-from data.corpora import ParallelText, load_corpus
-from data.vocab import SharedVocab, build_vocab
+from data.binarized import Binarized, MappedSplit, binarize
+from data.vocab import SharedVocab
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EncodedIds:
-    """Token ids of many sentences in one flat int32 array (a list of lists would cost ~10x RAM)."""
-
-    flat: np.ndarray
-    offsets: np.ndarray  # len(sentences) + 1
-
-    @classmethod
-    def encode(cls, vocab: SharedVocab, texts: list[str], chunk: int = 100_000) -> EncodedIds:
-        parts: list[np.ndarray] = []
-        lengths: list[np.ndarray] = []
-        for start in range(0, len(texts), chunk):
-            ids = vocab.encode_batch(texts[start : start + chunk])
-            lengths.append(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
-            parts.append(np.fromiter((t for x in ids for t in x), dtype=np.int32))
-        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-        if lengths:
-            np.cumsum(np.concatenate(lengths), out=offsets[1:])
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-        return cls(flat, offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.flat[self.offsets[i] : self.offsets[i + 1]]
-
-
 class EncodedPairs(Dataset):
-    """Encoded pairs with their raw target text; items are (index, src ids, tgt ids, ref)."""
+    """Pairs of a memory-mapped split; items are (index, src ids, tgt ids, reference).
 
-    def __init__(
-        self,
-        text: ParallelText,
-        vocab: SharedVocab,
-        keep: np.ndarray | None = None,
-        *,
-        max_len: int | None = None,
-    ) -> None:
-        indices = np.arange(len(text)) if keep is None else np.asarray(keep)
-        self.source_text = [text.source[i] for i in indices]
-        self.references = [text.target[i] for i in indices]
-        self.src = EncodedIds.encode(vocab, self.source_text)
-        self.tgt = EncodedIds.encode(vocab, self.references)
+    `rows` selects pairs of the split (the length-filtered training index, the first N
+    evaluation sentences); item `i` is pair `rows[i]`. Nothing is copied into Python objects
+    until an item is read, so the dataset costs a few pages however large the corpus.
+    """
+
+    def __init__(self, split: MappedSplit, rows: np.ndarray | None = None, *,
+                 max_len: int | None = None) -> None:
+        self.split = split
+        self.rows = np.arange(len(split)) if rows is None else np.asarray(rows)
         self.max_len = max_len  # evaluation sentences longer than this are truncated
 
     def __len__(self) -> int:
-        return len(self.references)
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray, str]:
-        src, tgt = self.src[i], self.tgt[i]
+        row = int(self.rows[i])
+        src, tgt = self.split.src[row], self.split.tgt[row]
         if self.max_len is not None:
             src, tgt = src[: self.max_len], tgt[: self.max_len]
-        return i, src, tgt, self.references[i]
+        return i, src, tgt, self.split.references[row]
+
+    @property
+    def references(self) -> list[str]:
+        """The reference sentences of the selected pairs (decoded on demand)."""
+        return [self.split.references[int(r)] for r in self.rows]
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token counts of the selected pairs (source, target), read from the offsets."""
+        return self.split.src.lengths()[self.rows], self.split.tgt.lengths()[self.rows]
 
     def padded_lengths(self) -> tuple[np.ndarray, np.ndarray]:
         """Lengths as they appear in a batch: ids + eos (source) and bos + ids (target)."""
-        src, tgt = self.src.lengths(), self.tgt.lengths()
+        src, tgt = self.lengths()
         if self.max_len is not None:
             src, tgt = np.minimum(src, self.max_len), np.minimum(tgt, self.max_len)
         return src + 1, tgt + 1
@@ -163,7 +137,7 @@ class ResumableDataLoader(DataLoader):
 
 
 class TranslationData(L.LightningDataModule):
-    """Corpus -> shared SentencePiece vocab -> encoded pairs -> token-budget batches."""
+    """Binarized corpus (vocab, token ids, memory-mapped) -> token-budget batches."""
 
     def __init__(
         self,
@@ -202,65 +176,59 @@ class TranslationData(L.LightningDataModule):
         self.num_workers = num_workers
         self.model_type = model_type
         self.vocab: SharedVocab | None = None
-        self.corpus = None
+        self.binarized: Binarized | None = None
         self._datasets: dict[str, EncodedPairs] = {}
         self._train_loader: ResumableDataLoader | None = None
 
     # ------------------------------------------------------------------ setup
 
     def prepare_data(self) -> None:
-        """Runs on one process per node before `setup`: trains (or finds) the cached vocab."""
+        """Builds (once, under a file lock) or finds the binarized corpus (data.binarized) and
+        loads its vocabulary (`self.vocab`)."""
         self._load_vocab()
 
-    def _load_vocab(self) -> SharedVocab:
-        if self.corpus is None:
-            self.corpus = load_corpus(self.corpus_name, self.corpus_path)
-        if self.vocab is None:
-            train = self.corpus.split("train")
-            self.vocab = build_vocab(
-                [*train.source, *train.target],
-                self.vocab_size,
-                self.cache_dir,
-                model_type=self.model_type,
+    def _binarized(self) -> Binarized:
+        if self.binarized is None:
+            self.binarized = binarize(
+                self.corpus_name, self.corpus_path, vocab_size=self.vocab_size,
+                cache_dir=self.cache_dir, model_type=self.model_type, max_lens=(self.max_len,),
             )
+        return self.binarized
+
+    def _load_vocab(self) -> SharedVocab:
+        if self.vocab is None:
+            self.vocab = self._binarized().vocab()
         return self.vocab
 
     def setup(self, stage: str | None = None) -> None:
-        vocab = self._load_vocab()
+        self._load_vocab()
+        binarized = self._binarized()
         if "train" not in self._datasets and stage in (None, "fit"):
-            train = self.corpus.split("train")
-            full = EncodedPairs(train, vocab)
-            src_len, tgt_len = full.src.lengths(), full.tgt.lengths()
-            keep = np.flatnonzero((src_len <= self.max_len) & (tgt_len <= self.max_len))
+            train = binarized.split("train")
+            keep = binarized.keep(self.max_len)  # lengths read from the offsets: nothing encoded
             dropped = len(train) - len(keep)
             if dropped:
-                log.info(
-                    "dropped %d of %d training pairs longer than %d tokens",
-                    dropped,
-                    len(train),
-                    self.max_len,
-                )
-                full = EncodedPairs(train, vocab, keep)
-            if len(full) == 0:
+                log.info("dropped %d of %d training pairs longer than %d tokens",
+                         dropped, len(train), self.max_len)
+            if len(keep) == 0:
                 raise ValueError(
                     f"no training pair of {self.corpus_name!r} fits max_len={self.max_len}"
                 )
-            self._datasets["train"] = full
+            self._datasets["train"] = EncodedPairs(train, keep)
         for split in {self.eval_split, "test"} if stage != "fit" else {self.eval_split}:
-            if split not in self._datasets and split in self.corpus.splits:
+            if split not in self._datasets and split in binarized.splits:
                 self._datasets[split] = self._eval_dataset(split)
         if self.eval_split not in self._datasets:
-            self.corpus.split(self.eval_split)  # raises an error naming the missing split
+            binarized.split(self.eval_split)  # raises an error naming the missing split
 
     def _eval_dataset(self, split: str) -> EncodedPairs:
-        text = self.corpus.split(split)
-        keep = None
-        if self.eval_max_sentences is not None and self.eval_max_sentences < len(text):
-            keep = np.arange(self.eval_max_sentences)  # the first N sentences, in file order
-        dataset = EncodedPairs(text, self._load_vocab(), keep, max_len=self.max_len)
-        n_long = int(
-            ((dataset.src.lengths() > self.max_len) | (dataset.tgt.lengths() > self.max_len)).sum()
-        )
+        mapped = self._binarized().split(split)
+        rows = None
+        if self.eval_max_sentences is not None and self.eval_max_sentences < len(mapped):
+            rows = np.arange(self.eval_max_sentences)  # the first N sentences, in file order
+        dataset = EncodedPairs(mapped, rows, max_len=self.max_len)
+        src_len, tgt_len = dataset.lengths()
+        n_long = int(((src_len > self.max_len) | (tgt_len > self.max_len)).sum())
         if n_long:
             log.warning(
                 "%s: %d sentences longer than max_len=%d are truncated for the model "
@@ -325,7 +293,7 @@ class TranslationData(L.LightningDataModule):
         if split not in self._datasets:
             self.setup("validate" if split == self.eval_split else "test")
         if split not in self._datasets:
-            self.corpus.split(split)  # raises an error naming the missing split
+            self._binarized().split(split)  # raises an error naming the missing split
         dataset = self._datasets[split]
         sampler = self._sampler(dataset, training=False)
         return DataLoader(

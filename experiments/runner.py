@@ -53,6 +53,7 @@ from experiments.cell_files import (
 from experiments.cells import Cell
 from experiments.identity import cell_identity, check_cell_folder, data_fingerprints
 from experiments.optimizers import build_optimizer, step_size_schedule
+from experiments.prepare import default_cache_dir
 from experiments.scales import ScalePreset, scale_preset
 from experiments.tables import get_cell
 from experiments.tracking import make_wandb_logger, summary_keys
@@ -250,7 +251,7 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
         corpus_path=preset.corpus_path,
         vocab_size=preset.vocab_size,
         max_tokens=max_tokens,
-        cache_dir=Path(cache_dir) if cache_dir is not None else results_dir / ".cache" / "vocab",
+        cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(results_dir),
         seed=seed,
         max_len=preset.max_len,
         eval_split=preset.eval_split,

@@ -33,6 +33,27 @@ from experiments.cell_files import (  # noqa: F401  (re-exported: defined once, 
 WANDB_PROJECT = "adafactor-repro"
 WANDB_INIT_TIMEOUT_S = 20.0
 
+# --- the keys dashboards and `--from wandb` read: one place (reproduce/dashboard.py plots these;
+# tests/test_reproduce_dashboard.py trains a real cell and fails if one is not in its W&B log) ---
+# History (metrics.jsonl rows = W&B history, logged by experiments.runner.CellMonitor):
+TRAIN_LOSS = "train_loss"
+VALID_LOSS = "valid_loss"
+UPDATE_RMS = "update_rms"  # mean over tensors of RMS(U_t) (Adafactor.step_stats), Figure 1
+HISTORY_KEYS = (TRAIN_LOSS, VALID_LOSS, UPDATE_RMS)
+# Summary (result.json's scalars = wandb.summary, written by experiments.runner.run_cell):
+BLEU = "bleu"
+PAPER_BLEU = "paper_bleu"
+STATE_BYTES = "optimizer_state_bytes"
+STATUS = "status"
+CELL_ID = "cell_id"
+SUMMARY_KEYS = (BLEU, PAPER_BLEU, STATE_BYTES, VALID_LOSS, STATUS, CELL_ID)
+# Run config (experiments.runner.build_config, nested dicts as W&B stores them):
+CONFIG_TABLE = "cell.table"
+CONFIG_ROW = "cell.row"
+CONFIG_COLUMN = "cell.column"
+CONFIG_SCALE = "scale.name"
+CONFIG_KEYS = (CONFIG_TABLE, CONFIG_ROW, CONFIG_COLUMN, CONFIG_SCALE)
+
 
 def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of the records that carry ``key`` (and a ``step``), in step order."""
@@ -179,6 +200,7 @@ def offline_wandb_run(cell_results_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no offline W&B run under {Path(cell_results_dir) / 'wandb'}")
     summary: dict[str, Any] = {}
     run: dict[str, Any] = {}
+    config: dict[str, Any] = {}
     history_keys: set[str] = set()
     for record in read_wandb_records(files[-1]):
         kind = record.WhichOneof("record_type")
@@ -191,6 +213,24 @@ def offline_wandb_run(cell_results_dir: Path) -> dict[str, Any]:
             r = record.run
             run = {"id": r.run_id, "project": r.project, "group": r.run_group,
                    "job_type": r.job_type, "name": r.display_name, "tags": list(r.tags)}
+            for item in r.config.update:
+                config[_item_key(item)] = json.loads(item.value_json)
         elif kind == "history":
             history_keys.update(_item_key(item) for item in record.history.item)
-    return {"summary": summary, "run": run, "history_keys": history_keys, "file": files[-1]}
+        elif kind == "config":
+            for item in record.config.update:
+                config[_item_key(item)] = json.loads(item.value_json)
+    return {"summary": summary, "run": run, "config": config, "history_keys": history_keys,
+            "file": files[-1]}
+
+
+def nested_get(mapping: dict[str, Any], dotted: str) -> Any:
+    """``mapping["a"]["b"]`` for ``"a.b"`` (W&B config values may be wrapped as {"value": v})."""
+    value: Any = mapping
+    for part in dotted.split("."):
+        if isinstance(value, dict) and "value" in value and part not in value:
+            value = value["value"]
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value

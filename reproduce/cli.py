@@ -1,11 +1,12 @@
 """``python -m reproduce``: parse the command line and hand it to reproduce.commands.
 
 Commands: one per table (experiments.tables: ``table1|table2|table3|frontier``, plus ``all``:
-run the missing cells, then render), ``run CELL_ID`` (one cell; what Slurm array tasks call) and
-``render TABLE`` (tables from existing results). Bad input (and a damaged file, a results folder
-in use, results of other settings) prints one clear line and exits with code 2; failed cells
-exit with code 1 after rendering what finished; SIGINT/SIGTERM stop the run with one line naming
-what finished and what was interrupted, and exit code 128 + the signal.
+run the missing cells, then render), ``run CELL_ID`` (one cell; what Slurm array tasks call),
+``prepare`` (binarize the corpus once), ``render TABLE`` (tables from existing results) and
+``dashboard`` (the W&B Report). Bad input (and a damaged file, a results folder in use, results
+of other settings) prints one clear line and exits with code 2; failed cells exit with code 1
+after rendering what finished; SIGINT/SIGTERM stop the run with one line naming what finished
+and what was interrupted, and exit code 128 + the signal.
 """
 
 from __future__ import annotations
@@ -216,6 +217,39 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (DDP on more than one device), ddp, or fsdp2 (FSDP2 shards the "
                      "model; Adafactor steps the shards). Example: --strategy fsdp2")
 
+    prepare = commands_.add_parser(
+        "prepare", help="binarize the scale's corpus once (vocabulary, token ids, index)",
+        description="Build the memory-mapped corpus cache (data.binarized) that every cell and "
+        "rank of --results-dir maps; the first cell does it implicitly, under a file lock. The "
+        "Slurm launcher runs it as the job the array depends on.",
+        epilog="example:\n  python -m reproduce prepare --scale base --results-dir results/base",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_scale(prepare)
+
+    dashboard = commands_.add_parser(
+        "dashboard", help="create the W&B Report of the tables (wandb-workspaces)",
+        description="Build the W&B Report (BLEU vs the paper, valid-loss curves by row, RMS(U_t) "
+        "for rows A and G, optimizer-state bytes, the frontier) from reproduce/dashboard.py and "
+        "save it to W&B. Without a W&B server or key it says so and only writes the spec.",
+        epilog="example:\n  python -m reproduce dashboard --entity my-team --project "
+        "adafactor-repro --table table2 --results-dir results/tiny",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dashboard.add_argument("--entity", required=True, help="Example: --entity my-team")
+    dashboard.add_argument("--project", required=True, help="Example: --project adafactor-repro")
+    dashboard.add_argument("--table", action="append", default=None, metavar="TABLE",
+                           help=f"only this table ({', '.join(REGISTRY.names())}); repeatable "
+                           "(default: all). Example: --table table2")
+    dashboard.add_argument("--scale", default="base", choices=("tiny", "small", "base"),
+                           help="the runs' scale tag (default base)")
+    dashboard.add_argument("--out", type=Path, default=None,
+                           help="where the spec JSON goes (default "
+                           "results/dashboard/<entity>-<project>.json)")
+    dashboard.add_argument("--results-dir", type=Path, default=None,
+                           help="also write <out>.preview.md: each panel's values from these "
+                           "local results. Example: --results-dir results/tiny")
+
     render = commands_.add_parser(
         "render", help="render paper_tables/ from existing results (or W&B runs)",
         description="Render <table>.{md,csv,tex} and the plots from result.json files "
@@ -248,9 +282,10 @@ def _stop_before_start(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = {"run": commands.run_one, "render": commands.render}.get(args.command,
-                                                                        commands.run_tables)
-    if args.command != "render":
+    command = {"run": commands.run_one, "render": commands.render,
+               "prepare": commands.prepare, "dashboard": commands.dashboard,
+               }.get(args.command, commands.run_tables)
+    if args.command not in ("render", "dashboard"):
         signal.signal(signal.SIGTERM, _stop_before_start)
     try:
         return command(args)

@@ -195,19 +195,21 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
     if args.dry_run:
         print(f"# {plan.cells_path} ({len(plan.cell_ids)} lines):")
         print("".join(f"#   {c}\n" for c in plan.cell_ids), end="")
+        print(f"# ---- {plan.prepare_path}\n{plan.prepare_text}")
         print(f"# ---- {plan.array_path}\n{plan.array_text}")
         print(f"# ---- {plan.render_path}\n{plan.render_text}")
         for command in plan.sbatch_commands():
             print(" ".join(command))
         return 0
-    array_id, render_id = slurm.submit(plan)
+    prepare_id, array_id, render_id = slurm.submit(plan)
     print(f"submitted array job {array_id} ({len(pending)} tasks) and render job {render_id} "
-          f"(afterany:{array_id}); scripts and logs in {plan.script_dir}; tables will be "
+          f"(afterany:{array_id}), after prepare job {prepare_id} (afterok:{prepare_id}); "
+          f"scripts and logs in {plan.script_dir}; tables will be "
           f"written to {Path(args.tables_dir).resolve()}", flush=True)
     if not args.wait:
         return 0
     try:
-        slurm.wait_for_jobs([array_id, render_id], timeout_s=args.wait_timeout)
+        slurm.wait_for_jobs([prepare_id, array_id, render_id], timeout_s=args.wait_timeout)
     except TimeoutError as err:
         print(f"{err}; they go on running: render later with `python -m reproduce render "
               f"{' '.join(tables)} --results-dir {results_dir}`", file=sys.stderr)
@@ -263,4 +265,52 @@ def render(args: argparse.Namespace) -> int:
     prepares = [p for p in _with_prepare(tables) if getattr(args, do_dest(p.prepare_flag), False)]
     _prepare(prepares, results_dir, args.rows)
     _render_and_print(tables, results_dir, args.tables_dir)
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> int:
+    """``prepare``: binarize the scale's corpus once (what the Slurm prepare job runs)."""
+    from experiments.prepare import prepare_scale
+
+    overrides = parse_set_args(args.set_args)
+    check_overrides(args.scale, overrides)
+    try:
+        prepared = prepare_scale(args.scale, results_dir_of(args), overrides)
+    except (ValueError, FileNotFoundError) as err:  # corpus errors name the file
+        raise UsageError(str(err)) from err
+    print(prepared.summary())
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """``dashboard``: write the report's spec, then save it to W&B (or say why not)."""
+    from reproduce import dashboard as report
+
+    try:
+        spec = report.dashboard_spec(args.entity, args.project, args.table, args.scale)
+    except ValueError as err:  # an unknown table
+        raise UsageError(str(err)) from err
+    out = args.out or Path("results") / "dashboard" / f"{args.entity}-{args.project}.json"
+    report.write_spec(spec, out)
+    panels = sum(len(s.panels) for s in spec.sections)
+    print(f"wrote the report spec ({len(spec.sections)} sections, {panels} panels) to {out}")
+    if args.results_dir is not None:
+        preview = out.with_suffix(".preview.md")
+        try:
+            report.write_preview(spec, args.results_dir, preview)
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from err
+        print(f"wrote a preview from {args.results_dir} to {preview}")
+    report.build_report(spec)  # validates every panel offline
+    reason = report.wandb_unavailable_reason()
+    if reason:
+        print(f"not saved to W&B: {reason}; the spec above is what `dashboard` would create",
+              file=sys.stderr)
+        return 0
+    try:
+        url = report.save_report(spec)
+    except Exception as err:  # the server refuses or is unreachable: name it, keep the spec
+        raise UsageError(f"saving the report to W&B failed ({type(err).__name__}: {err}); "
+                         f"the spec is in {out}") from err
+    print(f"saved the W&B report: {url}")
     return 0

@@ -1,4 +1,10 @@
-"""Slurm launcher: one sbatch array (one task per cell) plus a dependent job that renders tables.
+"""Slurm launcher: a prepare job, one sbatch array (one task per cell), a job that renders tables.
+
+The prepare job runs ``python -m reproduce prepare`` once: it binarizes the corpus (vocabulary,
+token ids, length index; data.binarized) into the results folder's cache, which every array task
+and rank then memory-maps. The array waits for it with ``--dependency=afterok:<prepare>`` and
+``--kill-on-invalid-dep=yes`` (a failed prepare cancels the array instead of leaving it pending
+forever).
 
 Each array task looks its cell id up by SLURM_ARRAY_TASK_ID in ``cells.txt`` (written next to the
 script, one id per line, stable order) and runs it through ``srun python -m reproduce run CELL``:
@@ -26,6 +32,7 @@ from reproduce.errors import UsageError
 CELLS_FILE = "cells.txt"
 ARRAY_SCRIPT = "array.sbatch"
 RENDER_SCRIPT = "render.sbatch"
+PREPARE_SCRIPT = "prepare.sbatch"
 REQUEUE_SIGNAL = "SIGUSR1@90"  # Lightning's auto-requeue listens for SIGUSR1
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 
@@ -45,6 +52,8 @@ class SlurmResources:
     begin: str | None = None
     max_parallel: int | None = None
     render_time: str = "00:30:00"
+    prepare_time: str = "04:00:00"
+    prepare_cpus: int | None = None  # default: cpus_per_task x tasks_per_node (encoding threads)
 
     def __post_init__(self) -> None:
         for name in ("nodes", "cpus_per_task"):
@@ -55,7 +64,7 @@ class SlurmResources:
             raise UsageError(f"--gpus-per-task must be >= 0, got {self.gpus_per_task}")
         if self.max_parallel is not None and self.max_parallel < 1:
             raise UsageError(f"--max-parallel must be >= 1, got {self.max_parallel}")
-        for name in ("time", "render_time"):
+        for name in ("time", "render_time", "prepare_time"):
             if not _TIME_RE.match(getattr(self, name)):
                 raise UsageError(
                     f"--{name.replace('_', '-')} {getattr(self, name)!r} is not a Slurm time "
@@ -159,6 +168,40 @@ def render_script(
     return "\n".join(lines)
 
 
+def prepare_script(
+    *,
+    resources: SlurmResources,
+    python: str,
+    workdir: Path,
+    log_dir: Path,
+    prepare_args: Sequence[str],
+    job_name: str = "adafactor-prepare",
+) -> str:
+    """The sbatch script of the prepare job (the array waits for it with afterok)."""
+    res = resources
+    cpus = res.prepare_cpus or res.cpus_per_task * res.tasks_per_node
+    lines = ["#!/bin/bash", "# Written by `python -m reproduce`: binarizes the corpus once "
+             "(data.binarized) before the array starts."]
+    lines += _common_lines(res, job_name, log_dir / "prepare_%j.out", workdir)
+    lines += [
+        f"#SBATCH --time={res.prepare_time}",
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={cpus}",
+    ]
+    if res.mem:
+        lines.append(f"#SBATCH --mem={res.mem}")
+    if res.begin:
+        lines.append(f"#SBATCH --begin={res.begin}")
+    lines += [
+        "",
+        "set -euo pipefail",
+        f"{shlex.quote(python)} -m reproduce prepare "
+        + " ".join(shlex.quote(a) for a in prepare_args),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 @dataclass
 class SlurmPlan:
     """Everything needed to submit: scripts, cell list and where they go."""
@@ -167,6 +210,7 @@ class SlurmPlan:
     cell_ids: list[str]
     array_text: str
     render_text: str
+    prepare_text: str = ""
 
     @property
     def array_path(self) -> Path:
@@ -180,11 +224,19 @@ class SlurmPlan:
     def cells_path(self) -> Path:
         return self.script_dir / CELLS_FILE
 
-    def sbatch_commands(self, array_job_id: str = "<ARRAY_JOB_ID>") -> list[list[str]]:
-        dependency = f"--dependency=afterany:{array_job_id}"
+    @property
+    def prepare_path(self) -> Path:
+        return self.script_dir / PREPARE_SCRIPT
+
+    def sbatch_commands(self, array_job_id: str = "<ARRAY_JOB_ID>",
+                        prepare_job_id: str = "<PREPARE_JOB_ID>") -> list[list[str]]:
+        """prepare -> array (afterok, killed if prepare fails) -> render (afterany)."""
         return [
-            ["sbatch", "--parsable", str(self.array_path)],
-            ["sbatch", "--parsable", dependency, str(self.render_path)],
+            ["sbatch", "--parsable", str(self.prepare_path)],
+            ["sbatch", "--parsable", f"--dependency=afterok:{prepare_job_id}",
+             "--kill-on-invalid-dep=yes", str(self.array_path)],
+            ["sbatch", "--parsable", f"--dependency=afterany:{array_job_id}",
+             str(self.render_path)],
         ]
 
 
@@ -226,7 +278,12 @@ def plan_submission(
     )
     render_text = render_script(resources=resources, python=python, workdir=workdir,
                                 log_dir=log_dir, render_args=render_args)
-    return SlurmPlan(script_dir, list(cell_ids), array_text, render_text)
+    prepare_args = list(common)
+    for item in set_args:
+        prepare_args += ["--set", item]
+    prepare_text = prepare_script(resources=resources, python=python, workdir=workdir,
+                                  log_dir=log_dir, prepare_args=prepare_args)
+    return SlurmPlan(script_dir, list(cell_ids), array_text, render_text, prepare_text)
 
 
 def write_plan(plan: SlurmPlan) -> None:
@@ -234,6 +291,7 @@ def write_plan(plan: SlurmPlan) -> None:
     plan.cells_path.write_text("".join(c + "\n" for c in plan.cell_ids))
     plan.array_path.write_text(plan.array_text)
     plan.render_path.write_text(plan.render_text)
+    plan.prepare_path.write_text(plan.prepare_text)
 
 
 def slurm_unavailable_reason() -> str | None:
@@ -256,16 +314,16 @@ def _sbatch(command: list[str]) -> str:
     return done.stdout.strip().split(";")[0]  # --parsable: "jobid" or "jobid;cluster"
 
 
-def submit(plan: SlurmPlan) -> tuple[str, str]:
-    """Write the plan and submit it: (array job id, render job id)."""
+def submit(plan: SlurmPlan) -> tuple[str, str, str]:
+    """Write the plan and submit it: (prepare job id, array job id, render job id)."""
     reason = slurm_unavailable_reason()
     if reason:
         raise UsageError(f"cannot submit to Slurm: {reason}")
     write_plan(plan)
-    array_cmd, _ = plan.sbatch_commands()
-    array_id = _sbatch(array_cmd)
-    render_id = _sbatch(plan.sbatch_commands(array_id)[1])
-    return array_id, render_id
+    prepare_id = _sbatch(plan.sbatch_commands()[0])
+    array_id = _sbatch(plan.sbatch_commands(prepare_job_id=prepare_id)[1])
+    render_id = _sbatch(plan.sbatch_commands(array_id, prepare_id)[2])
+    return prepare_id, array_id, render_id
 
 
 def jobs_in_queue(job_ids: Sequence[str]) -> list[str]:

@@ -6,6 +6,20 @@ The live path reads ``wandb.Api().runs("<entity>/<project>")`` and turns every r
 experiments.runner writes to result.json (experiments.tracking mirrors result.json into the run
 summary and each metrics.jsonl row into the history, with the same keys), so the test suite can
 check the mapping on a recorded API response without a W&B server.
+
+The W&B calls the tables rely on, exactly:
+- writing (experiments.runner / tracking): ``WandbLogger(project, group="<table>/<row>",
+  job_type=<column>, tags=[<table>, "row:<row>", <column>, "scale:<scale>", "seed:<k>"],
+  name=<cell id>, id=<stable hash>, config=<config.json>)``; ``logger.log_metrics(row, step)``
+  for every metrics.jsonl row (the history); ``run.summary.update(summary_keys(result))`` with
+  result.json's scalars (the summary); ``wandb.finish()``. Offline (no WANDB_API_KEY) these land
+  in ``<cell>/wandb/offline-run-*/run-*.wandb``; ``wandb sync <that folder>`` uploads them.
+- reading (here): ``wandb.Api().runs("<entity>/<project>")`` and per run ``run.name``,
+  ``run.id``, ``run.state`` (only "finished" runs count), ``run.config``, ``run.summary`` and
+  ``run.scan_history()``. The tables need only the summary's ``status``, ``bleu``,
+  ``valid_loss``, ``cell_id`` and the config's ``scale``; the plots need the history.
+tests/test_reproduce_dashboard.py reads a real offline run's summary and config back through
+``result_from_record``.
 """
 
 from __future__ import annotations

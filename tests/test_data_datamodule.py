@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from data.corpora import load_corpus
 from data.datamodule import TranslationData
 
 
@@ -28,7 +29,7 @@ def test_batches_have_the_contract_layout(cache_dir: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     vocab = dm.vocab
-    train = dm.corpus.split("train")
+    train = load_corpus("embedded").split("train")
     batch = next(iter(dm.train_dataloader()))
     src, tgt_in, tgt_out = batch["src"], batch["tgt_in"], batch["tgt_out"]
     assert src.dtype == tgt_in.dtype == tgt_out.dtype == torch.long
@@ -49,8 +50,9 @@ def test_long_training_pairs_are_filtered(cache_dir: Path) -> None:
     dm = embedded_data(cache_dir, max_len=12)
     dm.setup("fit")
     kept = dm._datasets["train"]
-    assert 0 < len(kept) < len(dm.corpus.split("train"))
-    assert int(kept.src.lengths().max()) <= 12 and int(kept.tgt.lengths().max()) <= 12
+    assert 0 < len(kept) < len(load_corpus("embedded").split("train"))
+    src_len, tgt_len = kept.lengths()
+    assert int(src_len.max()) <= 12 and int(tgt_len.max()) <= 12
     indices = [i for batch in dm.train_dataloader() for i in batch["indices"]]
     assert sorted(indices) == list(range(len(kept)))
 
@@ -60,7 +62,7 @@ def test_validation_is_sorted_capped_and_complete(cache_dir: Path) -> None:
     dm.setup("validate")
     batches = list(dm.val_dataloader())
     refs = [r for b in batches for r in b["references"]]
-    assert sorted(refs) == sorted(dm.corpus.split("valid").target[:120])
+    assert sorted(refs) == sorted(load_corpus("embedded").split("valid").target[:120])
     widths = [b["src"].shape[1] for b in batches]
     assert widths == sorted(widths)
     assert [b["indices"] for b in dm.val_dataloader()] == [b["indices"] for b in batches]

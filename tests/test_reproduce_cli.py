@@ -110,8 +110,12 @@ def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path: Path,
                  "#SBATCH --time=02:00:00", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --gpus-per-node=4", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --begin=now+1hour", "#SBATCH --requeue", "#SBATCH --signal=SIGUSR1@90",
-                 "--dependency=afterany:<ARRAY_JOB_ID>"):
+                 "--dependency=afterany:<ARRAY_JOB_ID>",
+                 "--dependency=afterok:<PREPARE_JOB_ID> --kill-on-invalid-dep=yes",
+                 "prepare.sbatch", "#SBATCH --cpus-per-task=32"):
         assert line in out, line
+    assert f"-m reproduce prepare --scale tiny --results-dir {tmp_path.resolve()} --set steps=50" \
+        in out
     assert f"srun {sys.executable} -m reproduce run \"$CELL\" --scale tiny" in out
     assert "--devices 4 --num-nodes 2 --accelerator gpu --set steps=50" in out
     assert f"-m reproduce render table2 --results-dir {tmp_path.resolve()}" in out

@@ -112,10 +112,11 @@ def test_begin_schedules_the_array_for_later(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    array_id, render_id = re.search(r"array job (\d+) .* render job (\d+)", done.stdout).groups()
+    array_id, render_id, prepare_id = re.search(
+        r"array job (\d+) .* render job (\d+) .* prepare job (\d+)", done.stdout).groups()
     try:
         listing = subprocess.run(
-            ["squeue", "-h", "-j", f"{array_id},{render_id}", "-o", "%i %T %S"],
+            ["squeue", "-h", "-j", f"{prepare_id},{array_id},{render_id}", "-o", "%i %T %S"],
             capture_output=True, text=True, timeout=30,
         ).stdout
         jobs = {line.split()[0]: line.split()[1:] for line in listing.splitlines() if line}
@@ -125,5 +126,6 @@ def test_begin_schedules_the_array_for_later(tmp_path: Path) -> None:
         delay = datetime.fromisoformat(start) - datetime.now()
         assert timedelta(minutes=55) < delay <= timedelta(hours=1), delay
         assert jobs[render_id][0] == "PENDING"
+        assert jobs[prepare_id][0] == "PENDING"  # the prepare job waits for --begin too
     finally:
-        _cancel([array_id, render_id])
+        _cancel([prepare_id, array_id, render_id])

@@ -1,0 +1,264 @@
+"""``python -m reproduce dashboard``: a W&B Report of the tables, built from code.
+
+`dashboard_spec` describes the report as plain data (sections, each a run set filtered by the
+tags experiments.tracking gives every run, and its panels with the keys they plot). The keys come
+from experiments.tracking's HISTORY/SUMMARY/CONFIG constants, the same names the runner logs; a
+test trains a real cell with offline W&B and fails if a plotted key is not in that run's log.
+
+Per grid table (Tables 1-3): BLEU per row and column, ours beside the paper's (bar plots of the
+summary, one per column); validation-loss curves grouped by row (the run group is
+``<table>/<row>``); optimizer-state bytes per row; for tables with Figure 1, RMS(U_t) against
+step for rows A and G. Per sweep table (the frontier): valid loss against state bytes.
+
+`build_report` turns the spec into ``wandb_workspaces.reports.v2`` objects and `save_report`
+saves them (that needs a W&B server and an API key: ``Report.save`` resolves the project). Without
+one the command says so and writes the spec as JSON; ``--results-dir`` also writes a Markdown
+preview of what each panel shows for local results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.cells import TableProvider
+from experiments.tables import REGISTRY
+from experiments.tracking import (
+    BLEU,
+    CONFIG_KEYS,
+    HISTORY_KEYS,
+    PAPER_BLEU,
+    STATE_BYTES,
+    SUMMARY_KEYS,
+    UPDATE_RMS,
+    VALID_LOSS,
+    atomic_write,
+    atomic_write_json,
+    load_results,
+    read_metrics,
+    series,
+)
+
+STEP = "Step"  # W&B's x axis for history panels (our rows are logged with step=global step)
+GROUP = "group"  # run attribute: tracking names the group "<table>/<row>"
+FIGURE1_ROWS = ("A", "G")
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    """One panel: ``kind`` line (history against step), bar (summary per group) or scatter."""
+
+    kind: str
+    title: str
+    y: tuple[str, ...]
+    source: str  # "history" or "summary": where W&B keeps the plotted keys
+    x: str = STEP
+    groupby: str | None = GROUP
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """A heading, a run set (runs carrying every tag in ``tags``) and its panels."""
+
+    title: str
+    tags: tuple[str, ...]
+    panels: tuple[PanelSpec, ...]
+    runset: str = ""
+
+
+@dataclass(frozen=True)
+class DashboardSpec:
+    entity: str
+    project: str
+    title: str
+    sections: tuple[SectionSpec, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def plotted_keys(self) -> dict[str, set[str]]:
+        """{"history": keys, "summary": keys}: every key a panel reads."""
+        keys: dict[str, set[str]] = {"history": set(), "summary": set()}
+        for section in self.sections:
+            for panel in section.panels:
+                keys[panel.source].update(panel.y)
+                if panel.source == "summary" and panel.x != STEP:
+                    keys["summary"].add(panel.x)
+        return keys
+
+
+def _grid_sections(p: TableProvider, scale: str) -> list[SectionSpec]:
+    base = (p.name, f"scale:{scale}")
+    sections = [
+        SectionSpec(f"{p.name}: BLEU, ours vs the paper ({column})", (*base, column),
+                    (PanelSpec("bar", f"BLEU per row, {column}", (BLEU, PAPER_BLEU), "summary"),),
+                    runset=f"{p.name} {column}")
+        for column in dict.fromkeys(c for r in p.rows for c in p.row_columns(r))
+    ]
+    sections.append(SectionSpec(
+        f"{p.name}: training", base,
+        (PanelSpec("line", "validation loss by row", (VALID_LOSS,), "history"),
+         PanelSpec("bar", "optimizer state bytes per row", (STATE_BYTES,), "summary")),
+        runset=p.name))
+    if p.update_rms_plot:
+        for row in FIGURE1_ROWS:
+            sections.append(SectionSpec(
+                f"{p.name}: RMS(U_t) against step, row {row} (Figure 1)", (*base, f"row:{row}"),
+                (PanelSpec("line", f"RMS(U_t), row {row}", (UPDATE_RMS,), "history"),),
+                runset=f"{p.name} row {row}"))
+    return sections
+
+
+def _sweep_sections(p: TableProvider, scale: str) -> list[SectionSpec]:
+    return [SectionSpec(
+        f"{p.name}: valid loss against optimizer state", (p.name, f"scale:{scale}"),
+        (PanelSpec("scatter", "valid loss vs state bytes", (VALID_LOSS,), "summary",
+                   x=STATE_BYTES, groupby=None),
+         PanelSpec("line", "validation loss by optimizer", (VALID_LOSS,), "history")),
+        runset=p.name)]
+
+
+def _curve_sections(p: TableProvider, scale: str) -> list[SectionSpec]:
+    """Other kinds (e.g. a sensitivity study): its loss curves, grouped by row."""
+    return [SectionSpec(f"{p.name}: curves", (p.name, f"scale:{scale}"),
+                        (PanelSpec("line", "validation loss by row", (VALID_LOSS,), "history"),),
+                        runset=p.name)]
+
+
+_SECTIONS = {"grid": _grid_sections, "sweep": _sweep_sections}
+
+
+def dashboard_spec(entity: str, project: str, tables: Sequence[str] | None = None,
+                   scale: str = "base") -> DashboardSpec:
+    """The report of ``tables`` (default: every registered table) at ``scale``."""
+    names = list(tables) if tables else REGISTRY.names()
+    sections: list[SectionSpec] = []
+    for name in names:
+        p = REGISTRY.provider(name)
+        if p.source is not None:  # an excerpt of another table (Table 1 of Table 2): same runs
+            continue
+        sections += _SECTIONS.get(p.kind, _curve_sections)(p, scale)
+    spec = DashboardSpec(entity, project, f"Adafactor reproduction ({scale}): "
+                         f"{', '.join(names)}", tuple(sections))
+    check_keys(spec)
+    return spec
+
+
+def check_keys(spec: DashboardSpec) -> None:
+    """Every plotted key is one of tracking's constants (so renaming one there is caught)."""
+    keys = spec.plotted_keys()
+    unknown = (keys["history"] - set(HISTORY_KEYS)) | (keys["summary"] - set(SUMMARY_KEYS))
+    if unknown:
+        raise ValueError(f"dashboard plots keys the runner does not log: {sorted(unknown)}")
+
+
+# ----------------------------------------------------------------------------- wandb-workspaces
+
+
+def build_report(spec: DashboardSpec) -> Any:
+    """The ``wandb_workspaces.reports.v2.Report`` of ``spec`` (built offline, not saved)."""
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    def panel(p: PanelSpec) -> Any:
+        if p.kind == "line":
+            return wr.LinePlot(title=p.title, x=p.x, y=list(p.y), groupby=p.groupby,
+                               groupby_aggfunc="mean" if p.groupby else None)
+        if p.kind == "bar":
+            return wr.BarPlot(title=p.title, metrics=[wr.SummaryMetric(k) for k in p.y],
+                              groupby=p.groupby, orientation="v")
+        if p.kind == "scatter":
+            return wr.ScatterPlot(title=p.title, x=wr.SummaryMetric(p.x),
+                                  y=wr.SummaryMetric(p.y[0]))
+        raise ValueError(f"unknown panel kind {p.kind!r}")
+
+    blocks: list[Any] = [wr.H1(spec.title), wr.P(
+        "Generated by `python -m reproduce dashboard` from reproduce/dashboard.py; the panels "
+        "plot the keys experiments/tracking.py names.")]
+    for section in spec.sections:
+        runset = wr.Runset(entity=spec.entity, project=spec.project, name=section.runset,
+                           filters=[expr.Tags().isin([tag]) for tag in section.tags],
+                           groupby=[GROUP])
+        blocks += [wr.H2(section.title),
+                   wr.PanelGrid(runsets=[runset], panels=[panel(p) for p in section.panels])]
+    return wr.Report(entity=spec.entity, project=spec.project, title=spec.title[:128],
+                     description="Adafactor (Shazeer & Stern, 2018): paper vs ours",
+                     blocks=blocks)
+
+
+def wandb_unavailable_reason() -> str | None:
+    """None when a W&B key is configured (env or ~/.netrc), else why the report cannot be saved."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return f"WANDB_MODE={os.environ['WANDB_MODE']}"
+    if os.environ.get("WANDB_API_KEY"):
+        return None
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace"):
+        return None
+    return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+
+
+def save_report(spec: DashboardSpec) -> str:
+    """Create the report on the W&B server and return its URL."""
+    report = build_report(spec)
+    report.save()
+    return str(report.url)
+
+
+# ----------------------------------------------------------------------------- local preview
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+def preview_markdown(spec: DashboardSpec, results_dir: Path) -> str:
+    """What each panel would show, computed from local result files (for checking the spec)."""
+    results = load_results(results_dir)
+    lines = [f"# {spec.title}", "", f"Preview from {results_dir} ({len(results)} results).", ""]
+    for section in spec.sections:
+        table = section.tags[0]
+        wanted = {t for t in section.tags[1:] if not t.startswith("scale:")}
+        runs = [r for r in results if r.get("table") == table and all(
+            (t.startswith("row:") and r.get("row") == t[4:]) or r.get("column") == t
+            for t in wanted)]
+        lines += [f"## {section.title}", "", f"run set: tags {list(section.tags)}, "
+                  f"{len(runs)} local result(s)", ""]
+        for panel in section.panels:
+            lines.append(f"### {panel.title} ({panel.kind}: {', '.join(panel.y)}"
+                         f"{'' if panel.x == STEP else f' vs {panel.x}'})")
+            lines.append("")
+            if panel.source == "summary":
+                keys = list(dict.fromkeys([*([panel.x] if panel.x != STEP else []), *panel.y]))
+                lines += ["| run | " + " | ".join(keys) + " |",
+                          "|---|" + "---|" * len(keys)]
+                lines += [f"| {r['cell_id']} | " + " | ".join(_fmt(r.get(k)) for k in keys)
+                          + " |" for r in runs]
+            else:
+                lines += ["| run | points | first | last |", "|---|---|---|---|"]
+                for r in runs:
+                    records = read_metrics(results_dir / r["cell_id"] / "metrics.jsonl")
+                    steps, values = series(records, panel.y[0])
+                    first = f"{_fmt(values[0], 3)} @ {steps[0]:.0f}" if values else "-"
+                    last = f"{_fmt(values[-1], 3)} @ {steps[-1]:.0f}" if values else "-"
+                    lines.append(f"| {r['cell_id']} | {len(values)} | {first} | {last} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_spec(spec: DashboardSpec, path: Path) -> None:
+    atomic_write_json(path, {**spec.to_dict(), "config_keys": list(CONFIG_KEYS)})
+
+
+def write_preview(spec: DashboardSpec, results_dir: Path, path: Path) -> None:
+    atomic_write(path, preview_markdown(spec, results_dir))
+
+
+def spec_json(spec: DashboardSpec) -> str:
+    return json.dumps(spec.to_dict(), indent=2, sort_keys=True)
