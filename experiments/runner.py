@@ -36,10 +36,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from adafactor import optimizer_state_bytes
 from data.datamodule import TranslationData
+from experiments.calibration import resolve_cell_preset
 from experiments.cells import Cell
 from experiments.cli_values import parse_key_value
 from experiments.optimizers import build_optimizer, step_size_schedule
-from experiments.scales import ScalePreset, scale_preset
+from experiments.scales import ScalePreset
 from experiments.tables import get_cell
 from experiments.tracking import (
     CONFIG_FILE,
@@ -331,7 +332,7 @@ def run_cell(
     ``cache_dir`` holds trained SentencePiece models (default ``<results_dir>/.cache``).
     """
     cell = get_cell(cell_id)
-    preset = scale_preset(scale, **(overrides or {}))
+    preset = resolve_cell_preset(cell, scale, overrides)
     results_dir = Path(results_dir)
     out_dir = cell_dir(results_dir, cell.cell_id)
     result_path = out_dir / RESULT_FILE

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from experiments import frontier, grid, memory_report
+from experiments import figure1, frontier, grid, memory_report
 from experiments.cells import Cell, Registry, TableProvider
 
 REGISTRY = Registry([
@@ -19,6 +19,7 @@ REGISTRY = Registry([
         prepare_help="measure each optimizer's state on Transformer base (one CPU step each, "
         "about 5 s) where <results-dir>/frontier/base_state_bytes.json lacks it",
     ),
+    figure1.PROVIDER,
 ])
 
 

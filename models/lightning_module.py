@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from models.bleu import bleu_from_statistics, bleu_statistics
-from models.config import ModelConfig
+from models.config import UPDATE_RMS_MATRIX, ModelConfig
 from models.decoding import beam_search, greedy_decode
 from models.loss import label_smoothed_cross_entropy
 from models.transformer import Transformer
@@ -214,7 +214,22 @@ class TranslationModule(pl.LightningModule):
             if tracked and hasattr(optimizer, "step_stats") and self.trainer.global_step > 0:
                 for key, value in optimizer.step_stats().items():
                     row[key] = float(value)
+                if hasattr(optimizer, "update_rms_by_tensor"):
+                    row.update(self._matrix_update_rms(optimizer.update_rms_by_tensor()))
         return row
+
+    def _matrix_update_rms(self, by_tensor: list[tuple[torch.Tensor, float]]) -> dict[str, float]:
+        """``update_rms_matrices`` (the mean of RMS(U_t) over weight matrices, i.e. tensors of
+        two or more dimensions) and ``update_rms_matrix`` (that of UPDATE_RMS_MATRIX)."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        matrices = [(names.get(id(p)), v) for p, v in by_tensor if p.dim() >= 2]
+        out: dict[str, float] = {}
+        if matrices:
+            out["update_rms_matrices"] = sum(v for _, v in matrices) / len(matrices)
+        for name, value in matrices:
+            if name == UPDATE_RMS_MATRIX:
+                out["update_rms_matrix"] = float(value)
+        return out
 
     # --- checkpoints --------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.calibration import resolve_cell_preset
 from experiments.cells import Cell
-from experiments.scales import scale_preset
-from experiments.tables import REGISTRY, provider, source_cell
+from experiments.tables import REGISTRY, get_cell, provider, source_cell
 from experiments.tracking import CONFIG_FILE, RESULT_FILE, cell_dir
 from reproduce.errors import UsageError
 
@@ -102,8 +102,9 @@ def check_existing_results(results_dir: Path, done: Sequence[str], scale: str,
                            overrides: dict[str, Any]) -> None:
     """Existing results are reused only if they come from the same scale preset (with the same
     --set overrides): a stale result must not slip into a fresh table."""
-    wanted = json.loads(json.dumps(scale_preset(scale, **overrides).as_dict()))
     for cell_id in done:
+        preset = resolve_cell_preset(get_cell(cell_id), scale, overrides)
+        wanted = json.loads(json.dumps(preset.as_dict()))
         path = result_path(results_dir, cell_id)
         found = json.loads(path.read_text()).get("scale")
         if found is not None and found != scale:

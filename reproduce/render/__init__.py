@@ -18,6 +18,8 @@ from experiments.memory_report import load_base_state
 from experiments.tables import provider as table_provider
 from experiments.tracking import METRICS_FILE, atomic_write, cell_dir, load_results, read_metrics
 from reproduce.errors import UsageError
+from reproduce.render.figure1_data import build_figure1, figure1_csv, figure1_markdown
+from reproduce.render.figure1_plot import plot_figure1
 from reproduce.render.frontier_data import build_frontier
 from reproduce.render.frontier_plot import plot_frontier
 from reproduce.render.frontier_text import frontier_csv, frontier_markdown
@@ -81,8 +83,32 @@ def render_sweep(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rend
     return Rendered(provider.name, text, paths)
 
 
+def render_figure1(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:
+    """<table>.{md,csv,png}: the smoothed RMS(U_t) of rows A and G beside the paper's values."""
+    data = build_figure1(inputs.results, inputs.metrics)
+    if data.n_results == 0:
+        return None
+    return _write_text_and_plot(provider.name, figure1_markdown(data), figure1_csv(data),
+                                lambda path: plot_figure1(data, path), Path(out_dir))
+
+
+def _write_text_and_plot(name: str, text: str, csv: str, plot: Callable[[Path], Path | None],
+                         out_dir: Path) -> Rendered:
+    """<name>.md, <name>.csv and <name>.png (when the plot has something to draw)."""
+    paths = []
+    for suffix, body in (("md", text), ("csv", csv)):
+        path = out_dir / f"{name}.{suffix}"
+        atomic_write(path, body)
+        paths.append(path)
+    png = plot(out_dir / f"{name}.png")
+    if png is not None:
+        paths.append(png)
+    return Rendered(name, text, paths)
+
+
 Renderer = Callable[[TableProvider, Inputs, Path], "Rendered | None"]
-RENDERERS: dict[str, Renderer] = {"grid": render_grid, "sweep": render_sweep}
+RENDERERS: dict[str, Renderer] = {"grid": render_grid, "sweep": render_sweep,
+                                  "figure1": render_figure1}
 
 
 def render_tables(tables: Sequence[str], results_dir: Path, out_dir: Path, *,
