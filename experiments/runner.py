@@ -218,6 +218,7 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
         beam_size=preset.beam_size,
         length_penalty=preset.length_penalty,
         decode=preset.decode,
+        blowup_factor=preset.blowup_factor,
     )
     trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes)
     config = build_config(cell, preset, model_cfg, steps, max_tokens, trainer_kwargs)

@@ -75,6 +75,9 @@ class ScalePreset:
     log_interval: int = 10  # metrics.jsonl / W&B training rows every N steps
     torch_threads: int | None = None  # torch.set_num_threads (tiny: 1, so 2 cells share 2 cores)
     accumulate_grad_batches: int = 1  # micro-batches per optimizer step (per rank)
+    # Stop a run (status "diverged") once a batch's loss exceeds this factor times the first
+    # batch's loss; None: only a non-finite loss stops it (the sensitivity grid sets 2).
+    blowup_factor: float | None = None
 
     @property
     def paper_time_factor(self) -> float:
@@ -208,6 +211,10 @@ def _validate(p: ScalePreset) -> None:
     for key in ("lr_scale", "relative_lr_scale"):
         if getattr(p, key) <= 0:
             raise ValueError(f"scale setting {key!r} must be > 0, got {getattr(p, key)}")
+    if p.blowup_factor is not None and p.blowup_factor <= 1:
+        raise ValueError(
+            f"scale setting 'blowup_factor' must be > 1 or None, got {p.blowup_factor}"
+        )
     if p.time_rescale is not None and p.time_rescale <= 0:
         raise ValueError(f"scale setting 'time_rescale' must be > 0, got {p.time_rescale}")
     if p.eval_max_sentences is not None and p.eval_max_sentences < 1:

@@ -9,10 +9,15 @@ early plateau (experiments.collapse_rule).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from experiments.scales import ScalePreset
+from experiments.tracking import CONFIG_FILE, atomic_write_json, read_json
 
 ADD = 0.5  # additive smoothing of the unigram counts
 
@@ -72,3 +77,57 @@ def preset_unigram_level(preset: Any, cache_dir: Path) -> dict[str, Any]:
     return {"unigram_loss": level, "corpus": preset.corpus, "vocab_size": vocab.size,
             "eval_split": preset.eval_split, "eval_sentences": len(held_out),
             "label_smoothing": smoothing}
+
+
+UNIGRAM_FILE = "unigram.json"
+# The preset fields the unigram level depends on (the corpus, its vocabulary, the scored split).
+LEVEL_FIELDS = ("corpus", "corpus_path", "vocab_size", "eval_split", "eval_max_sentences",
+                "model", "model_overrides")
+
+
+def unigram_path(results_dir: Path, table: str) -> Path:
+    return Path(results_dir) / table / UNIGRAM_FILE
+
+
+def measure_unigram_levels(results_dir: Path, table: str, rows: Sequence[str] | None = None,
+                           log: Any = print) -> Path:
+    """Write ``<results_dir>/<table>/unigram.json``: the unigram level of every distinct setting
+    the table's cells (those with a config.json; ``rows``: only these) ran with, and which cells
+    ran with it. Levels already in the file are kept; the vocabulary comes from the runner's
+    cache (``<results_dir>/.cache/vocab``)."""
+    results_dir = Path(results_dir)
+    path = unigram_path(results_dir, table)
+    known = read_json(path)["levels"] if path.is_file() else []
+    groups: dict[str, dict[str, Any]] = {}
+    for config_path in sorted((results_dir / table).glob(f"*/*/*/{CONFIG_FILE}")):
+        config = read_json(config_path)
+        if rows is not None and config["cell"]["row"] not in rows:
+            continue
+        scale = config["scale"]
+        settings = {k: scale.get(k) for k in LEVEL_FIELDS}
+        key = repr(sorted(settings.items()))
+        group = groups.setdefault(key, {"settings": settings, "scale": scale, "cells": []})
+        group["cells"].append(config["cell"]["cell_id"])
+    fields = {f.name for f in dataclasses.fields(ScalePreset)}
+    levels = []
+    for key, group in groups.items():
+        old = next((lv for lv in known if repr(sorted(lv["settings"].items())) == key), None)
+        if old is None:
+            log(f"measuring the unigram level of {group['settings']['corpus']} "
+                f"(vocabulary {group['settings']['vocab_size']})")
+            preset = ScalePreset(**{k: v for k, v in group["scale"].items() if k in fields})
+            old = {"settings": group["settings"],
+                   **preset_unigram_level(preset, results_dir / ".cache" / "vocab")}
+        levels.append({**old, "cells": sorted(set(old.get("cells", [])) | set(group["cells"]))})
+    kept = [lv for lv in known if repr(sorted(lv["settings"].items())) not in groups]
+    atomic_write_json(path, {"levels": kept + levels})
+    return path
+
+
+def load_unigram_levels(results_dir: Path, table: str) -> dict[str, float]:
+    """cell id -> the unigram level it is compared with ({} when never measured)."""
+    path = unigram_path(results_dir, table)
+    if not path.is_file():
+        return {}
+    levels = json.loads(path.read_text(encoding="utf-8"))["levels"]
+    return {cell: float(lv["unigram_loss"]) for lv in levels for cell in lv["cells"]}

@@ -17,12 +17,16 @@ from experiments.cells import TableProvider
 from experiments.memory_report import load_base_state
 from experiments.tables import provider as table_provider
 from experiments.tracking import METRICS_FILE, atomic_write, cell_dir, load_results, read_metrics
+from experiments.unigram import load_unigram_levels
 from reproduce.errors import UsageError
 from reproduce.render.figure1_data import build_figure1, figure1_csv, figure1_markdown
 from reproduce.render.figure1_plot import plot_figure1
 from reproduce.render.frontier_data import build_frontier
 from reproduce.render.frontier_plot import plot_frontier
 from reproduce.render.frontier_text import frontier_csv, frontier_markdown
+from reproduce.render.sensitivity_data import build_sensitivity
+from reproduce.render.sensitivity_plot import plot_sensitivity
+from reproduce.render.sensitivity_text import sensitivity_csv, sensitivity_markdown
 from reproduce.render.table_data import build_table
 from reproduce.render.table_plots import plot_update_rms, plot_valid_loss
 from reproduce.render.table_text import markdown, write_table_files
@@ -92,6 +96,17 @@ def render_figure1(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Re
                                 lambda path: plot_figure1(data, path), Path(out_dir))
 
 
+def render_sensitivity(provider: TableProvider, inputs: Inputs, out_dir: Path
+                       ) -> Rendered | None:
+    """<table>.{md,csv,png}: the LR-sensitivity grid, its gaps named."""
+    levels = load_unigram_levels(inputs.results_dir, provider.name)
+    data = build_sensitivity(inputs.results, inputs.metrics, levels)
+    if data.n_results == 0:
+        return None
+    return _write_text_and_plot(provider.name, sensitivity_markdown(data), sensitivity_csv(data),
+                                lambda path: plot_sensitivity(data, path), Path(out_dir))
+
+
 def _write_text_and_plot(name: str, text: str, csv: str, plot: Callable[[Path], Path | None],
                          out_dir: Path) -> Rendered:
     """<name>.md, <name>.csv and <name>.png (when the plot has something to draw)."""
@@ -108,7 +123,7 @@ def _write_text_and_plot(name: str, text: str, csv: str, plot: Callable[[Path], 
 
 Renderer = Callable[[TableProvider, Inputs, Path], "Rendered | None"]
 RENDERERS: dict[str, Renderer] = {"grid": render_grid, "sweep": render_sweep,
-                                  "figure1": render_figure1}
+                                  "figure1": render_figure1, "sensitivity": render_sensitivity}
 
 
 def render_tables(tables: Sequence[str], results_dir: Path, out_dir: Path, *,
