@@ -82,7 +82,8 @@ def test_render_a_partial_grid_says_what_is_missing(tmp_path: Path) -> None:
     assert rows[("A", "no-warmup")]["paper_collapsed"] == "yes"
     assert "| B | with warmup | trains | 3.16 | 2.000 |" in text
     assert "| H | no warmup | trains | 1 (partial) |" in text
-    assert "Missing: 154 of 160 runs." in text and "sensitivity/H/no-warmup-m10/seed0" in text
+    assert "Missing: 154 of 160 runs." in text
+    assert "H no warmup: no-warmup-m0.316/seed0, no-warmup-m3.16/seed0" in text
     assert "Not run at all: A with warmup" in text
     assert "Unigram level: 4.600 (6 runs)" in text and "Ordering (no warmup): 0/0 pairs" in text
     assert (out / "sensitivity.png").read_bytes()[:8] == PNG_MAGIC

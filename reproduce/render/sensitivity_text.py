@@ -79,9 +79,11 @@ def sensitivity_markdown(data: SensitivityData) -> str:
         lines += ["", f"Missing: {len(missing)} of {len(missing) + run} runs."]
         if not_run:
             lines.append("Not run at all: " + ", ".join(not_run) + ".")
-        partial = [cid for (r, c), cell in data.cells.items() if cell.runs for cid in cell.missing]
+        partial = [f"{r} {COLUMN_TITLES[c]}: " + ", ".join("/".join(cid.split("/")[2:])
+                                                             for cid in cell.missing)
+                   for (r, c), cell in data.cells.items() if cell.runs and cell.missing]
         if partial:
-            lines.append("Missing points of partly run cells: " + ", ".join(partial) + ".")
+            lines.append("Missing points of partly run cells: " + "; ".join(partial) + ".")
     return "\n".join(lines) + "\n"
 
 
