@@ -48,7 +48,8 @@ def plot_sensitivity(data: SensitivityData, path: Path) -> Path | None:
     for ax in axes[:, 0]:
         ax.set_ylabel("final valid loss", fontsize=7)
     missing = len(data.missing())
-    fig.suptitle("LR sensitivity: final loss vs m (x: a seed collapsed)"
+    fig.suptitle("LR sensitivity: final loss vs m (x: a seed collapsed; a diverged seed counts "
+                 "as its initial loss)"
                  + (f"; {missing} runs missing" if missing else ""), fontsize=9)
     fig.tight_layout()
     return save_png(fig, path)
