@@ -14,8 +14,11 @@ from helpers import PNG_MAGIC, write_result
 
 from experiments.calibration import resolve_cell_preset
 from experiments.tables import get_cell, table_cells
+from experiments.tracking import atomic_write_json
+from reproduce.errors import UsageError
 from reproduce.render import render_tables
 from reproduce.render.figure1_data import trailing_mean
+from reproduce.selection import check_existing_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +33,17 @@ def test_figure1_cells_run_the_papers_schedule_unscaled() -> None:
         1.0, 1.0, 3000, 1)
     assert resolve_cell_preset(cell, "tiny", {"steps": 20}).steps == 20  # --set wins
     assert resolve_cell_preset(get_cell("table2/A/warmup/seed0"), "tiny").steps == 400
+
+
+def test_reuse_check_compares_with_the_cells_own_preset(tmp_path: Path) -> None:
+    cell_id = "figure1/G/warmup/seed0"
+    preset = resolve_cell_preset(get_cell(cell_id), "tiny")
+    write_result(tmp_path, cell_id, 1.0)
+    atomic_write_json(tmp_path / cell_id / "config.json",
+                      {"cell": get_cell(cell_id).as_dict(), "scale": preset.as_dict()})
+    check_existing_results(tmp_path, [cell_id], "tiny", {})  # its 3000 steps are what it asks
+    with pytest.raises(UsageError, match="steps: 3000 there, 12 now"):
+        check_existing_results(tmp_path, [cell_id], "tiny", {"steps": 12})
 
 
 def test_trailing_mean_covers_the_last_window_steps() -> None:
