@@ -114,6 +114,7 @@ class TableProvider:
     in_all: bool = False  # part of `python -m reproduce all` (the paper's tables)
     source: str | None = None
     multi_seed: bool = False  # the command takes --seeds
+    seeds_help: str = ""  # what --seeds does for this table (default: the frontier's wording)
     agreement_rows: tuple[str, ...] = ()  # rows whose collapse is compared with the paper's
     column_titles: Mapping[str, str] = field(default_factory=dict)
     update_rms_plot: bool = False  # also draw the paper's Figure 1 from this table's rows A, G

@@ -54,6 +54,9 @@ def _build(row: str, column: str, seed: int) -> Cell:
 PROVIDER = TableProvider(
     name=SENSITIVITY, rows=SENSITIVITY_ROWS, row_columns=lambda row: COLUMNS, build_cell=_build,
     kind="sensitivity", multi_seed=True,
+    seeds_help="cell seeds, comma-separated; each grid point's final loss is averaged over them "
+    "and a multiplier counts as stable only if no seed collapses (default 0). Example: "
+    "--seeds 0,1",
     help="run the LR-sensitivity grid (rows A-P x warmup x 5 step-size multipliers), then "
     "render it",
     description="Train rows A-P with and without warmup at step-size multipliers m in "
