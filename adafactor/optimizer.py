@@ -180,6 +180,7 @@ class Adafactor(torch.optim.Optimizer):
         self._chunk_numel = chunk_numel
         self._last_stats: list[TensorStats] = []
         self._last_scalars: list[StepScalars] = []
+        self._last_params: list[torch.Tensor] = []  # the tensors of _last_stats, in order
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -217,6 +218,7 @@ class Adafactor(torch.optim.Optimizer):
         all_stats: list[TensorStats] = []
         all_scalars: list[StepScalars] = []
         self._validate_step()  # every parameter first: a bad one leaves all state untouched
+        all_params: list[torch.Tensor] = []
         for group in self.param_groups:
             eps1, eps2 = group["eps"]
             hp = GroupHyper(
@@ -247,7 +249,9 @@ class Adafactor(torch.optim.Optimizer):
             if group["track_stats"]:
                 all_stats.extend(stats)
                 all_scalars.extend(scalars)
+                all_params.extend(params)
         self._last_stats, self._last_scalars = all_stats, all_scalars
+        self._last_params = all_params
         return loss
 
     def _update_group(
@@ -398,6 +402,16 @@ class Adafactor(torch.optim.Optimizer):
             "update_rms": float(update_rms),
             "clipped_fraction": float(clipped),
         }
+
+    def update_rms_by_tensor(self) -> list[tuple[torch.Tensor, float]]:
+        """(parameter, RMS(U_t) of its unscaled, unclipped update) for each tensor of the last
+        step in groups with track_stats=True (Figure 1 plots one weight matrix's). Reads the
+        values back to the host."""
+        if not self._last_stats:
+            raise RuntimeError("Adafactor.update_rms_by_tensor(): no step with gradients and "
+                               "track_stats=True has been taken yet")
+        values = torch.stack([s.update_rms.float() for s in self._last_stats]).tolist()
+        return list(zip(self._last_params, values, strict=True))
 
     def factoring_report(
         self, names: Mapping[torch.Tensor, str] | None = None

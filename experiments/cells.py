@@ -32,6 +32,12 @@ class Cell:
     # Multipliers on the scale preset's steps and max_tokens (Table 3: 50k steps, 16,384 tokens).
     steps_factor: float = 1.0
     max_tokens_factor: float = 1.0
+    # Scale-preset fields this cell sets itself (Figure 1: the paper's schedule, 3000 steps);
+    # a --set override of the same field wins (experiments.calibration.resolve_cell_preset).
+    preset_overrides: dict[str, Any] = field(default_factory=dict)
+    # A step-size multiplier m under the calibration rule (docs/calibration.md section 1): the
+    # preset's time_rescale, lr_scale and relative_lr_scale are replaced by the rule's values.
+    lr_multiplier: float | None = None
 
     @property
     def cell_id(self) -> str:
@@ -52,6 +58,8 @@ class Cell:
             "model_overrides": copy.deepcopy(self.model_overrides),
             "steps_factor": self.steps_factor,
             "max_tokens_factor": self.max_tokens_factor,
+            "preset_overrides": copy.deepcopy(self.preset_overrides),
+            "lr_multiplier": self.lr_multiplier,
         }
 
 
@@ -106,6 +114,7 @@ class TableProvider:
     in_all: bool = False  # part of `python -m reproduce all` (the paper's tables)
     source: str | None = None
     multi_seed: bool = False  # the command takes --seeds
+    seeds_help: str = ""  # what --seeds does for this table (default: the frontier's wording)
     agreement_rows: tuple[str, ...] = ()  # rows whose collapse is compared with the paper's
     column_titles: Mapping[str, str] = field(default_factory=dict)
     update_rms_plot: bool = False  # also draw the paper's Figure 1 from this table's rows A, G

@@ -39,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from adafactor import optimizer_state_bytes
 from data.datamodule import TranslationData
+from experiments.calibration import resolve_cell_preset
 from experiments.cell_files import (
     CHECKPOINT_SUBDIR,
     CONFIG_FILE,
@@ -54,7 +55,7 @@ from experiments.cells import Cell
 from experiments.identity import cell_identity, check_cell_folder, data_fingerprints
 from experiments.optimizers import build_optimizer, step_size_schedule
 from experiments.prepare import default_cache_dir
-from experiments.scales import ScalePreset, scale_preset
+from experiments.scales import ScalePreset
 from experiments.tables import get_cell
 from experiments.tracking import make_wandb_logger, summary_keys
 from models.lightning_module import TranslationModule
@@ -277,6 +278,7 @@ def build_cell(cell: Cell, preset: ScalePreset, results_dir: Path, *,
         beam_size=preset.beam_size,
         length_penalty=preset.length_penalty,
         decode=preset.decode,
+        blowup_factor=preset.blowup_factor,
     )
     trainer_kwargs = _trainer_kwargs(preset, devices, accelerator, num_nodes, strategy)
     described = {**trainer_kwargs, "strategy": strategy} if strategy == "fsdp2" else trainer_kwargs
@@ -432,7 +434,7 @@ def run_cell(
     models (default ``<results_dir>/.cache/vocab``).
     """
     cell = get_cell(cell_id)
-    preset = scale_preset(scale, **(overrides or {}))
+    preset = resolve_cell_preset(cell, scale, overrides)
     results_dir = Path(results_dir)
     out_dir = cell_dir(results_dir, cell.cell_id)
     rank_zero = _is_rank_zero()

@@ -23,58 +23,13 @@ the phase in which gradients change fast and the estimate lags, and (2) make the
 enough that unclipped overshoots destabilise training while RMS-clipped (d = 1), momentum and
 fast-decay updates stay stable.
 
-tiny preset: F = 50 (the paper's first 20k steps of schedule in 400 steps: warmup ramp / no-warmup
-plateau over the first 200 steps = 50% of training, then 1/sqrt decay to 0.71 of the peak),
-lr_scale = 8.5 (alpha plateau 8.5e-3, just below the d_model = 64 model's stability edge found
-below; 10 until 2026-11-22, see the notes), relative_lr_scale = 5 (rho plateau 5e-2). Settings
-tried (400 steps, max_tokens 1024, greedy BLEU on the first 200 valid sentences of the embedded
-corpus, seed 0):
-
-=========================  ======  =======  =======  =======  =======  ===========================
-F / lr_scale               A warm  A no-wu  B no-wu  G no-wu  H no-wu  other
-=========================  ======  =======  =======  =======  =======  ===========================
-250 / 1 (fraction rule)    -       0.4      -        -        -        undertrained
-250 / 2.83 (abs. only)     2.1     2.7      6.6      5.4      5.9      O no-wu 1.5
-250 / 5                    13.5    15.8     8.7      11.6     11.7     L no-wu 15.4, O 16.7
-50 / 5                     6.6     14.7     10.4     -        17.6
-50 / 7                     -       6.2      3.7      5.8      -        C no-wu 10.8
-50 / 10 (until 2026-11-22) 9.1     1.1      1.8      1.9      11.1     C no-wu 0.7; L, M warm 2.0,
-                                                                       2.8
-50 / 8.5 (chosen)          10.0    2.8      1.6      4.1      12.2     J no-wu 8.4; L, M warm 12.7,
-                                                                       9.2; D, F no-wu 7.6, 7.2
-40 / 8.5 (4 cells only)    -       -        -        -        -        D, F no-wu 6.8, 5.8; L, M
-                                                                       warm 5.6, 3.3
-=========================  ======  =======  =======  =======  =======  ===========================
-
-With the fraction rule (F = 250) nothing collapses without warmup: the 40-step plateau ends before
-the estimate's lag matters and the model is stable at those step sizes. F = 50 with lr_scale = 10
-makes rows A, C, D, F, I collapse without warmup while H (clipping d = 1) survives, as in the
-paper; but rows B (momentum) and G (beta2 = 0.9) collapse there too, unlike the paper, and at
-lr_scale = 7 every unclipped row trains to a similar middling BLEU: at this scale the collapse is
-a threshold in the step size that momentum and fast decay do not move, only update clipping does.
-Full tiny Table 2 with lr_scale = 10 (44 cells, 2 in parallel, 2026-11-22): 24 of the 32 A-P
-cells agree with the paper on collapse (BLEU < 1/4 of the column's best). With warmup all rows
-train except E (as in the paper) and D, L, M (BLEU 1.1, 2.0, 2.8 against P's 21.8); without
-warmup all eight paper-collapse rows collapse and H, O, P train, but B, G, J, K, N collapse too
-(BLEU 1.1-3.4 against P's 25.0). SGD: Q1/Q2 train poorly, Q3-Q6 diverge in both columns (the
-paper has Q3-Q5 training with warmup). Cells cost 29-37 CPU seconds each (imports included).
-
-lr_scale = 8.5 (full 44-cell grid, 2 in parallel, 2026-11-22, 395 s wall on the idle 2-core
-machine, ~19.5 s per cell, the same cost as lr_scale = 10): 25 of the 32 A-P cells agree. Gained:
-J no-warmup trains (8.4), L and M with warmup train (12.7, 9.2). Lost: D and F without warmup now
-train (7.6, 7.2 against the 6.25 threshold of P's 25.0). Still wrong: D with warmup (1.2), and B, G,
-K, N without warmup (1.6, 4.1, 1.6, 3.8). What this scale shows: every absolute-step no-warmup row
-follows nearly the same training-loss curve (a plateau near 2.2-2.7 until step ~350), and
-'collapse' means the late drop of the loss (P reaches it by step ~200) has not started by step
-400; the logged RMS(U_t) stays at 0.4-1.6 for all of them (no Figure-1 overshoot, which needs
-~1000 steps of beta2 = 0.999). So which rows cross the BLEU threshold is a matter of the step size
-and of when each run leaves the plateau, not of momentum or the decay rate. Seed check (rows A-P
-only, --set seed=1): lr_scale = 8.5 gives 27/32 (D, L, M with warmup train; D, F without warmup
-collapse; F with warmup 5.4 and B, G, K, N without warmup wrong), lr_scale = 10 gives 25/32 (H
-without warmup 4.8 collapses, L with warmup 4.6); --set seed=2: 27/32 at 8.5 (H without warmup
-4.8 just above P's 19.0 / 4) against 26/32 at 10 (H without warmup 2.1). So 8.5 beats 10 on all
-three seeds (25, 27, 27 against 24, 25, 26), but which cells agree changes from seed to seed by as
-much as the setting changes it.
+tiny preset: F = 50 (the warmup ramp / no-warmup plateau over the first 200 of 400 steps, then
+1/sqrt decay), lr_scale = 8.5, relative_lr_scale = 5. These values came from a settings search
+scored against the paper's collapse pattern; issue 10 replaces it by a rule written down before
+any run is scored (docs/calibration.md section 1: the warmup or plateau ends at half the run, one
+width-matched multiplier m taken from row B with warmup alone on the sensitivity grid). Until the
+sensitivity grid has been run the values stay as they are, so that Table 2's committed numbers
+stay the code's numbers; the search's lab notes are in docs/calibration.md section 4.
 """
 
 from __future__ import annotations
@@ -123,6 +78,9 @@ class ScalePreset:
     log_interval: int = 10  # metrics.jsonl / W&B training rows every N steps
     torch_threads: int | None = None  # torch.set_num_threads (tiny: 1, so 2 cells share 2 cores)
     accumulate_grad_batches: int = 1  # micro-batches per optimizer step (per rank)
+    # Stop a run (status "diverged") once a batch's loss exceeds this factor times the first
+    # batch's loss; None: only a non-finite loss stops it (the sensitivity grid sets 2).
+    blowup_factor: float | None = None
 
     @property
     def paper_time_factor(self) -> float:
@@ -270,6 +228,10 @@ def _validate(p: ScalePreset) -> None:
     for key in ("lr_scale", "relative_lr_scale"):
         if getattr(p, key) <= 0:
             raise ValueError(f"scale setting {key!r} must be > 0, got {getattr(p, key)}")
+    if p.blowup_factor is not None and p.blowup_factor <= 1:
+        raise ValueError(
+            f"scale setting 'blowup_factor' must be > 1 or None, got {p.blowup_factor}"
+        )
     if p.time_rescale is not None and p.time_rescale <= 0:
         raise ValueError(f"scale setting 'time_rescale' must be > 0, got {p.time_rescale}")
     if p.eval_max_sentences is not None and p.eval_max_sentences < 1:

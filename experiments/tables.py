@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from experiments import frontier, grid, memory_report
+from experiments import figure1, frontier, grid, memory_report, sensitivity, unigram
 from experiments.cells import Cell, Registry, TableProvider
 
 REGISTRY = Registry([
@@ -18,6 +18,14 @@ REGISTRY = Registry([
         frontier.PROVIDER, prepare=memory_report.measure_base_state, prepare_flag="base-state",
         prepare_help="measure each optimizer's state on Transformer base (one CPU step each, "
         "about 5 s) where <results-dir>/frontier/base_state_bytes.json lacks it",
+    ),
+    figure1.PROVIDER,
+    replace(
+        sensitivity.PROVIDER, prepare=lambda results_dir, rows: unigram.measure_unigram_levels(
+            results_dir, sensitivity.SENSITIVITY, rows),
+        prepare_flag="unigram-level",
+        prepare_help="measure the unigram level of the corpus (the curve rule's plateau line; a "
+        "few seconds) into <results-dir>/sensitivity/unigram.json",
     ),
 ])
 

@@ -11,6 +11,12 @@ from typing import Any
 KERNEL_LAYOUTS = ("in_out", "out_in")
 
 
+# The weight matrix whose RMS(U_t) the training module logs as ``update_rms_matrix`` (Figure 1
+# plots one matrix; the paper does not say which): the first encoder layer's feed-forward input
+# projection, as named by models.lightning_module.TranslationModule.named_parameters().
+UPDATE_RMS_MATRIX = "model.encoder_layers.0.ffn.linear_in.weight"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Encoder-decoder Transformer hyperparameters (T2T ``transformer_base_v2`` semantics).

@@ -9,7 +9,9 @@ gradient is therefore that of ``sum(loss) / sum(target tokens)`` over the global
 with batches (a, b) give what one process accumulating a then b gives.
 
 A non-finite global loss marks the module ``diverged``, skips that optimizer step (all ranks
-agree because the loss is reduced first) and asks the Trainer to stop.
+agree because the loss is reduced first) and asks the Trainer to stop. With ``blowup_factor`` a
+finite loss above that factor times the first batch's loss does the same (a blown-up run stops
+early instead of running its budget out; the sensitivity grid uses it).
 
 Evaluation (``evaluate``): each rank sums loss and BLEU sufficient statistics over its share of
 the evaluation split, and the sums are all-reduced, so corpus BLEU is computed from the whole
@@ -29,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from models.bleu import bleu_from_statistics, bleu_statistics
-from models.config import ModelConfig
+from models.config import UPDATE_RMS_MATRIX, ModelConfig
 from models.decoding import beam_search, greedy_decode
 from models.fsdp import is_sharded, plain_replica, shard_transformer
 from models.loss import label_smoothed_cross_entropy
@@ -99,6 +101,7 @@ class TranslationModule(pl.LightningModule):
         decode: str = "beam",
         max_len_a: float = 1.2,
         max_len_b: int = 10,
+        blowup_factor: float | None = None,
     ) -> None:
         super().__init__()
         if decode not in DECODE_MODES:
@@ -117,6 +120,8 @@ class TranslationModule(pl.LightningModule):
         self.max_len_b = max_len_b
         self.diverged = False
         self.diverged_step: int | None = None
+        self.blowup_factor = blowup_factor
+        self.first_loss: float | None = None  # the first batch's mean loss (for blowup_factor)
         self.train_time_s = 0.0  # summed over resumed segments (saved in checkpoints)
         self.total_tokens = 0.0  # source + target tokens trained on, all ranks
         self._accumulated_tokens = 0.0
@@ -182,7 +187,8 @@ class TranslationModule(pl.LightningModule):
              torch.as_tensor(n_tokens, device=loss_sum.device).double(), n_src.double()]
         )
         sums = _all_reduce_sum(sums).cpu()
-        if not bool(torch.isfinite(sums[0])):
+        mean_loss = float(sums[0] / sums[2].clamp(min=1))
+        if not math.isfinite(mean_loss) or self._blew_up(mean_loss):
             self.diverged = True
             self.diverged_step = self.trainer.global_step + 1
             self.trainer.should_stop = True
@@ -193,6 +199,14 @@ class TranslationModule(pl.LightningModule):
         self._accumulated_tokens += float(sums[2])
         world = dist.get_world_size() if _distributed() else 1
         return loss_sum * float(world * self.trainer.accumulate_grad_batches)
+
+    def _blew_up(self, mean_loss: float) -> bool:
+        """Whether ``mean_loss`` exceeds blowup_factor x the first batch's loss (never without
+        a factor); the first call records that first loss."""
+        if self.first_loss is None:
+            self.first_loss = mean_loss
+            return False
+        return self.blowup_factor is not None and mean_loss > self.blowup_factor * self.first_loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         scale = 1.0 / max(self._accumulated_tokens, 1.0)
@@ -234,7 +248,22 @@ class TranslationModule(pl.LightningModule):
             if tracked and hasattr(optimizer, "step_stats") and self.trainer.global_step > 0:
                 for key, value in optimizer.step_stats().items():
                     row[key] = float(value)
+                if hasattr(optimizer, "update_rms_by_tensor"):
+                    row.update(self._matrix_update_rms(optimizer.update_rms_by_tensor()))
         return row
+
+    def _matrix_update_rms(self, by_tensor: list[tuple[torch.Tensor, float]]) -> dict[str, float]:
+        """``update_rms_matrices`` (the mean of RMS(U_t) over weight matrices, i.e. tensors of
+        two or more dimensions) and ``update_rms_matrix`` (that of UPDATE_RMS_MATRIX)."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        matrices = [(names.get(id(p)), v) for p, v in by_tensor if p.dim() >= 2]
+        out: dict[str, float] = {}
+        if matrices:
+            out["update_rms_matrices"] = sum(v for _, v in matrices) / len(matrices)
+        for name, value in matrices:
+            if name == UPDATE_RMS_MATRIX:
+                out["update_rms_matrix"] = float(value)
+        return out
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -245,6 +274,7 @@ class TranslationModule(pl.LightningModule):
             "total_tokens": self.total_tokens,
             "diverged": self.diverged,
             "diverged_step": self.diverged_step,
+            "first_loss": self.first_loss,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -256,6 +286,7 @@ class TranslationModule(pl.LightningModule):
         self.total_tokens = float(state["total_tokens"])
         self.diverged = bool(state["diverged"])
         self.diverged_step = state["diverged_step"]
+        self.first_loss = state.get("first_loss")
 
     # --- evaluation ---------------------------------------------------------------------------
 

@@ -121,8 +121,9 @@ def _table_parser(commands_: argparse._SubParsersAction, name: str,
     if any(p.multi_seed for p in providers):
         sub.add_argument(
             "--seeds", default="0",
-            help="cell seeds, comma-separated; each peak's valid loss and BLEU are averaged "
-            "over them (default 0). Example: --seeds 0,1,2",
+            help=next((p.seeds_help for p in providers if p.seeds_help), "cell seeds, "
+                      "comma-separated; each peak's valid loss and BLEU are averaged over them "
+                      "(default 0). Example: --seeds 0,1,2"),
         )
     for flag, text in dict((p.prepare_flag, p.prepare_help) for p in providers
                            if p.prepare is not None).items():

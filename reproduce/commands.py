@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+from experiments.calibration import resolve_cell_preset
 from experiments.cell_files import CellFileError, LockHeld, results_lock
 from experiments.cells import TableProvider
 from experiments.preflight import MIN_FREE_BYTES, PreflightError, check_folder, preflight_cell
-from experiments.scales import scale_preset
 from experiments.tables import get_cell, provider
 from reproduce import slurm
 from reproduce.errors import Interrupted, UsageError
@@ -123,7 +123,7 @@ def run_tables(args: argparse.Namespace) -> int:
             check_folder(args.tables_dir, "--tables-dir")
             # Slurm: the cells are built on the compute nodes (no vocabulary training here)
             build = cells and args.launcher == "local"
-            fingerprints = preflight_cell(cells[0], scale_preset(args.scale, **overrides),
+            fingerprints = preflight_cell(cells[0], resolve_cell_preset(cells[0], args.scale, overrides),
                                           results_dir) if build else None
         except PreflightError as err:
             raise UsageError(f"{err} (checked before any cell runs)") from None

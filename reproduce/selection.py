@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.calibration import resolve_cell_preset
 from experiments.cell_files import CellFileError, cell_dir, result_path
 from experiments.cells import Cell
 from experiments.identity import cell_identity, check_cell_folder
-from experiments.scales import scale_preset
 from experiments.tables import REGISTRY, provider, source_cell
 from reproduce.errors import UsageError
 
@@ -102,9 +102,9 @@ def check_existing_results(results_dir: Path, cells: Sequence[Cell], scale: str,
     differing field), or discarded with ``fresh``; a damaged result.json is named and re-run.
     ``fingerprints`` None (a dry run) compares the settings only. ``act`` False changes nothing.
     """
-    preset = scale_preset(scale, **overrides)
     done, pending = [], []
     for cell in cells:
+        preset = resolve_cell_preset(cell, scale, overrides)
         wanted = cell_identity(cell, preset, fingerprints)
         try:
             state, _ = check_cell_folder(cell_dir(results_dir, cell.cell_id), wanted, scale,

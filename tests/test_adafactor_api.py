@@ -254,6 +254,22 @@ def test_step_stats():
         Adafactor(_params()).step_stats()
 
 
+def test_update_rms_by_tensor_names_each_tensor_of_the_last_step():
+    params = _params()
+    opt = Adafactor(params, track_stats=True, clip_threshold=0.5, factored=False)
+    with pytest.raises(RuntimeError, match="no step"):
+        opt.update_rms_by_tensor()
+    _run(opt, params, 1)
+    first = opt.update_rms_by_tensor()
+    assert [p for p, _ in first] == params  # the parameters themselves, in order
+    # Step 1: beta2hat = 0, so V = G^2 + eps1 and U = G / sqrt(V): RMS(U) = 1 up to eps1.
+    assert [v for _, v in first] == pytest.approx([1.0] * len(params), abs=1e-6)
+    _run(opt, params, 2, seed0=7)
+    values = [v for _, v in opt.update_rms_by_tensor()]
+    assert sum(values) / len(values) == pytest.approx(opt.step_stats()["update_rms"], rel=1e-6)
+    assert len(set(values)) > 1
+
+
 # --------------------------------------------------------------------------------- state
 def test_state_dict_round_trip_then_continuing_gives_identical_results():
     params = _params()

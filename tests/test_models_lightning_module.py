@@ -83,6 +83,25 @@ def test_non_finite_loss_marks_divergence_and_skips_the_step(vocab) -> None:
     assert module.diverged and module.diverged_step == 1 and trainer.should_stop
 
 
+def test_a_loss_past_blowup_factor_times_the_first_stops_the_run(vocab) -> None:
+    for factor, stops in ((None, False), (2.0, True)):
+        module = _module(vocab)
+        module.blowup_factor = factor
+        trainer = _attach(module, accumulate=1)
+        assert module.training_step(_batch(vocab, 0, 2), 0) is not None
+        first = module.first_loss
+        with torch.no_grad():
+            module.model.shared_embedding.mul_(100.0)  # tied softmax: confident and wrong
+        result = module.training_step(_batch(vocab, 0, 2), 1)
+        assert (result is None) == stops and module.diverged == stops
+        assert trainer.should_stop == stops and module.first_loss == first
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    restored = _module(vocab)
+    restored.on_load_checkpoint(checkpoint)
+    assert restored.first_loss == first and restored.diverged
+
+
 def test_checkpoint_restores_the_rng_for_the_next_batch(vocab) -> None:
     module = _module(vocab)
     checkpoint: dict = {}

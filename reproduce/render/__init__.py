@@ -17,10 +17,16 @@ from experiments.cell_files import METRICS_FILE, atomic_write, cell_dir, load_re
 from experiments.cells import TableProvider
 from experiments.memory_report import load_base_state
 from experiments.tables import provider as table_provider
+from experiments.unigram import load_unigram_levels
 from reproduce.errors import UsageError
+from reproduce.render.figure1_data import build_figure1, figure1_csv, figure1_markdown
+from reproduce.render.figure1_plot import plot_figure1
 from reproduce.render.frontier_data import build_frontier
 from reproduce.render.frontier_plot import plot_frontier
 from reproduce.render.frontier_text import frontier_csv, frontier_markdown
+from reproduce.render.sensitivity_data import build_sensitivity
+from reproduce.render.sensitivity_plot import plot_sensitivity
+from reproduce.render.sensitivity_text import sensitivity_csv, sensitivity_markdown
 from reproduce.render.table_data import build_table
 from reproduce.render.table_plots import plot_update_rms, plot_valid_loss
 from reproduce.render.table_text import markdown, write_table_files
@@ -81,8 +87,43 @@ def render_sweep(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rend
     return Rendered(provider.name, text, paths)
 
 
+def render_figure1(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:
+    """<table>.{md,csv,png}: the smoothed RMS(U_t) of rows A and G beside the paper's values."""
+    data = build_figure1(inputs.results, inputs.metrics)
+    if data.n_results == 0:
+        return None
+    return _write_text_and_plot(provider.name, figure1_markdown(data), figure1_csv(data),
+                                lambda path: plot_figure1(data, path), Path(out_dir))
+
+
+def render_sensitivity(provider: TableProvider, inputs: Inputs, out_dir: Path
+                       ) -> Rendered | None:
+    """<table>.{md,csv,png}: the LR-sensitivity grid, its gaps named."""
+    levels = load_unigram_levels(inputs.results_dir, provider.name)
+    data = build_sensitivity(inputs.results, inputs.metrics, levels)
+    if data.n_results == 0:
+        return None
+    return _write_text_and_plot(provider.name, sensitivity_markdown(data), sensitivity_csv(data),
+                                lambda path: plot_sensitivity(data, path), Path(out_dir))
+
+
+def _write_text_and_plot(name: str, text: str, csv: str, plot: Callable[[Path], Path | None],
+                         out_dir: Path) -> Rendered:
+    """<name>.md, <name>.csv and <name>.png (when the plot has something to draw)."""
+    paths = []
+    for suffix, body in (("md", text), ("csv", csv)):
+        path = out_dir / f"{name}.{suffix}"
+        atomic_write(path, body)
+        paths.append(path)
+    png = plot(out_dir / f"{name}.png")
+    if png is not None:
+        paths.append(png)
+    return Rendered(name, text, paths)
+
+
 Renderer = Callable[[TableProvider, Inputs, Path], "Rendered | None"]
-RENDERERS: dict[str, Renderer] = {"grid": render_grid, "sweep": render_sweep}
+RENDERERS: dict[str, Renderer] = {"grid": render_grid, "sweep": render_sweep,
+                                  "figure1": render_figure1, "sensitivity": render_sensitivity}
 
 
 def render_tables(tables: Sequence[str], results_dir: Path, out_dir: Path, *,

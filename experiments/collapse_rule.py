@@ -1,0 +1,94 @@
+"""The curve collapse rule (docs/calibration.md section 2): a verdict read from a run's loss curve.
+
+A run is ``diverged`` (a non-finite loss), ``collapsed`` (it gave back more than half its progress
+from the running minimum and stayed there, or it ended at >= 0.9 x the unigram level of the
+target side, experiments.unigram), ``slow`` (still falling by more than 1% over the last
+interval) or ``trained``. Diverged and collapsed count as collapse; slow does not. The rule was
+written down before any run was scored, and reads nothing but the curve and the unigram level.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DIVERGED = "diverged"
+COLLAPSED = "collapsed"
+SLOW = "slow"
+TRAINED = "trained"
+VERDICTS = (DIVERGED, COLLAPSED, SLOW, TRAINED)
+
+GIVE_BACK_FRACTION = 0.5  # of the progress (first loss - running minimum)
+UNIGRAM_FRACTION = 0.9  # final loss >= this x the unigram level: never left the plateau
+SLOW_FRACTION = 0.01  # still falling by more than this per interval: slow, not trained
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rule's reading of one curve: the verdict and the reason, in words."""
+
+    verdict: str
+    reason: str
+
+    @property
+    def collapsed(self) -> bool:
+        return self.verdict in (DIVERGED, COLLAPSED)
+
+
+def curve_verdict(losses: Sequence[float], unigram_level: float, *,
+                  stopped_nonfinite: bool = False) -> Verdict:
+    """The verdict on one run from its loss curve in step order (validation losses, the final
+    evaluation last). ``stopped_nonfinite``: the run stopped on a non-finite training loss."""
+    if not unigram_level > 0 or not math.isfinite(unigram_level):
+        raise ValueError(f"unigram level must be a positive finite loss, got {unigram_level!r}")
+    values = [float(v) for v in losses]
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if stopped_nonfinite or bad:
+        where = f" (point {bad[0] + 1} of {len(values)})" if bad else " (training loss)"
+        return Verdict(DIVERGED, "non-finite loss" + where)
+    if not values:
+        raise ValueError("curve_verdict needs at least one loss")
+    final = values[-1]
+    running_min = values[0]
+    for i, value in enumerate(values[1:], start=1):
+        running_min = min(running_min, value)
+        progress = values[0] - running_min
+        line = running_min + GIVE_BACK_FRACTION * progress
+        if progress > 0 and value > line and all(v > line for v in values[i:]):
+            return Verdict(COLLAPSED, f"gave back more than half its progress: rose from "
+                           f"{running_min:.3f} to {value:.3f} (started at {values[0]:.3f}) "
+                           f"and stayed above {line:.3f}")
+    threshold = UNIGRAM_FRACTION * unigram_level
+    if final >= threshold:
+        return Verdict(COLLAPSED, f"ended at {final:.3f} >= {UNIGRAM_FRACTION} x the unigram "
+                       f"level {unigram_level:.3f}")
+    if len(values) >= 2 and values[-2] - final > SLOW_FRACTION * values[-2]:
+        return Verdict(SLOW, f"still falling: {values[-2]:.3f} -> {final:.3f} over the last "
+                       "interval")
+    return Verdict(TRAINED, f"ended at {final:.3f}")
+
+
+def loss_curve(records: Sequence[dict], result: dict | None = None,
+               key: str = "valid_loss") -> tuple[list[float], bool]:
+    """(the validation-loss curve of one run in step order, stopped on a non-finite loss?) from
+    its metrics.jsonl records (the final evaluation row last) and its result.json."""
+    points = []
+    stopped = bool(result and result.get("status") == DIVERGED)
+    for r in records:
+        if r.get("diverged"):
+            stopped = True
+        value = r.get(key)
+        if value is None or r.get("step") is None:
+            continue
+        points.append((int(r["step"]), bool(r.get("final")), _as_float(value)))
+    points.sort(key=lambda p: (p[0], p[1]))
+    losses = [v for _, _, v in points]
+    if not points and result is not None and result.get(key) is not None:
+        losses = [_as_float(result[key])]
+    return losses, stopped
+
+
+def _as_float(value: object) -> float:
+    """A loss as written by experiments.tracking (non-finite floats are strings "nan", "inf")."""
+    return float(value)  # float("nan") / float("inf") parse the strings too

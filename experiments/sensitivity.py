@@ -1,0 +1,71 @@
+"""The LR-sensitivity grid (Wortsman et al., ICLR 2024) as a table provider: rows A-P of Table 2,
+with and without warmup, at each step-size multiplier m of one log grid.
+
+A cell id is ``sensitivity/<row>/<warmup|no-warmup>-m<m>/seed<k>``, e.g.
+``sensitivity/B/warmup-m3.16/seed0``. Each cell is its Table 2 cell run under the calibration
+rule (docs/calibration.md section 1, experiments.calibration) with multiplier m: the warmup or
+plateau ends at half the run, alpha_t = m sqrt(512 / d_model) 0.1 s_t, rho_t = m s_t. A run
+whose loss blows up past ``BLOWUP_FACTOR`` x its first loss stops there (status "diverged"), so
+the unstable end of the grid costs little. Row B with warmup alone picks the preset's m.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.cells import Cell, TableProvider
+from experiments.grid import TABLE2, WARMUP_COLUMNS
+
+SENSITIVITY = "sensitivity"
+MULTIPLIERS = (0.316, 1.0, 3.16, 10.0, 31.6)  # one log grid (half-decades) for every row
+SENSITIVITY_ROWS = TABLE2.agreement_rows  # A-P
+BLOWUP_FACTOR = 2.0
+CALIBRATION_CELL = ("B", "warmup")  # the only cell the preset's multiplier is read from
+
+
+def multiplier_column(warmup_column: str, multiplier: float) -> str:
+    """``("no-warmup", 3.16)`` -> ``no-warmup-m3.16``."""
+    return f"{warmup_column}-m{multiplier:g}"
+
+
+def parse_column(column: str) -> tuple[str, float]:
+    """``no-warmup-m3.16`` -> ``("no-warmup", 3.16)``; ValueError naming the valid columns."""
+    for warmup_column in WARMUP_COLUMNS:
+        for m in MULTIPLIERS:
+            if column == multiplier_column(warmup_column, m):
+                return warmup_column, m
+    raise ValueError(f"unknown column {column!r} for {SENSITIVITY}; valid columns: "
+                     f"{', '.join(COLUMNS)}")
+
+
+COLUMNS = tuple(multiplier_column(w, m) for w in WARMUP_COLUMNS for m in MULTIPLIERS)
+
+
+def _build(row: str, column: str, seed: int) -> Cell:
+    warmup_column, m = parse_column(column)
+    cell = TABLE2.cell(row, warmup_column, seed)
+    return dataclasses.replace(
+        cell, table=SENSITIVITY, column=column, lr_multiplier=m,
+        preset_overrides={"blowup_factor": BLOWUP_FACTOR},
+        description=f"{cell.description}; step-size multiplier m = {m:g}",
+    )
+
+
+PROVIDER = TableProvider(
+    name=SENSITIVITY, rows=SENSITIVITY_ROWS, row_columns=lambda row: COLUMNS, build_cell=_build,
+    kind="sensitivity", multi_seed=True,
+    seeds_help="cell seeds, comma-separated; each grid point's final loss is averaged over them "
+    "and a multiplier counts as stable only if no seed collapses (default 0). Example: "
+    "--seeds 0,1",
+    help="run the LR-sensitivity grid (rows A-P x warmup x 5 step-size multipliers), then "
+    "render it",
+    description="Train rows A-P with and without warmup at step-size multipliers m in "
+    f"{{{', '.join(f'{m:g}' for m in MULTIPLIERS)}}} under the calibration rule "
+    "(docs/calibration.md); runs that blow up stop early. Render paper_tables/sensitivity."
+    "{md,csv,png}: per cell the largest m at which no seed collapses (the curve rule), the LR "
+    "sensitivity (Wortsman et al. 2024) and the paper's collapse mark.",
+    rows_help="only these rows, comma-separated (A..P). Example: --rows A,B,H",
+    caption="LR sensitivity: final validation loss against the step-size multiplier m, rows A-P "
+    "with and without warmup.",
+    column_titles={c: c for c in COLUMNS},
+)

@@ -1,0 +1,34 @@
+"""The calibration rule's arithmetic, and that it leaves every existing table's preset alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.calibration import (
+    calibrated,
+    half_run_time_rescale,
+    resolve_cell_preset,
+    width_matched_lr_scale,
+)
+from experiments.scales import scale_preset
+from experiments.tables import REGISTRY
+
+
+def test_half_run_and_width_matching() -> None:
+    assert half_run_time_rescale(400) == 50.0  # the 10^4-step warmup ends at step 200
+    assert width_matched_lr_scale(1.0, 512) == 1.0
+    assert width_matched_lr_scale(3.16, 64) == pytest.approx(3.16 * 2.8284271)
+    preset = calibrated(scale_preset("tiny"), 10.0, d_model=64)
+    assert (preset.time_rescale, preset.relative_lr_scale) == (50.0, 10.0)
+    with pytest.raises(ValueError, match="multiplier"):
+        calibrated(scale_preset("tiny"), 0.0, d_model=64)
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        half_run_time_rescale(1)
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "frontier"])
+def test_cells_without_their_own_settings_get_the_scale_preset(table: str) -> None:
+    for scale in ("tiny", "base"):
+        wanted = scale_preset(scale, steps=123)
+        for cell in REGISTRY.table_cells(table):
+            assert resolve_cell_preset(cell, scale, {"steps": 123}) == wanted, cell.cell_id
