@@ -123,8 +123,8 @@ def run_tables(args: argparse.Namespace) -> int:
             check_folder(args.tables_dir, "--tables-dir")
             # Slurm: the cells are built on the compute nodes (no vocabulary training here)
             build = cells and args.launcher == "local"
-            fingerprints = preflight_cell(cells[0], resolve_cell_preset(cells[0], args.scale, overrides),
-                                          results_dir) if build else None
+            first = resolve_cell_preset(cells[0], args.scale, overrides) if build else None
+            fingerprints = preflight_cell(cells[0], first, results_dir) if build else None
         except PreflightError as err:
             raise UsageError(f"{err} (checked before any cell runs)") from None
         done, pending = check_existing_results(results_dir, cells, args.scale, overrides,
