@@ -64,10 +64,12 @@ from ._common import (
     state_shapes,
 )
 from .fast import DEFAULT_CHUNK_NUMEL, fast_update
+from .fused import fused_update
 from .reference import reference_update
+from .rounding import new_key_base
 from .schedules import relative_step_size, second_moment_decay
 
-_IMPLEMENTATIONS = ("fast", "reference")
+_IMPLEMENTATIONS = ("fast", "eager", "reference")
 
 
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
@@ -168,6 +170,7 @@ class Adafactor(torch.optim.Optimizer):
         )
         validate_group(defaults)
         self._chunk_numel = chunk_numel
+        self._rounding_key_base = new_key_base()
         self._last_stats: list[TensorStats] = []
         self._last_scalars: list[StepScalars] = []
         super().__init__(params, defaults)
@@ -182,6 +185,9 @@ class Adafactor(torch.optim.Optimizer):
 
     def _init_state(self, p: torch.Tensor, group: Mapping[str, Any], state: dict) -> None:
         state["step"] = 0
+        # Keys the counter-based bf16 rounding noise (adafactor.rounding): distinct per parameter
+        # and optimizer, kept in the state so that a resumed run draws the same noise.
+        state["rounding_key"] = self._rounding_key_base + len(self.state)
         for key, shape in state_shapes(p.shape, self._mode(p, group)).items():
             state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
         if group["beta1"]:
@@ -233,28 +239,48 @@ class Adafactor(torch.optim.Optimizer):
                 scalars.append(self._scalars(state["step"], group))
             if not params:
                 continue
-            if group["implementation"] == "reference":
-                stats = [
-                    reference_update(p, g, s, m, sc, hp)
-                    for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
-                ]
-            else:
-                stats = fast_update(
-                    params,
-                    grads,
-                    states,
-                    modes,
-                    scalars,
-                    hp,
-                    need_rms=group["track_stats"] or hp.clip_threshold is not None,
-                    chunk_numel=self._chunk_numel,
-                    threads=1 if torch.compiler.is_compiling() else torch.get_num_threads(),
-                )
+            stats = self._update_group(group, params, grads, states, modes, scalars, hp)
             if group["track_stats"]:
                 all_stats.extend(stats)
                 all_scalars.extend(scalars)
         self._last_stats, self._last_scalars = all_stats, all_scalars
         return loss
+
+    def _update_group(
+        self,
+        group: Mapping[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict],
+        modes: list[FactorMode],
+        scalars: list[StepScalars],
+        hp: GroupHyper,
+    ) -> list[TensorStats]:
+        """Dispatch one group to its path: "fast" is the fused CPU kernel (falling back to the
+        eager path where it does not apply), "eager" the ATen path, "reference" the plain
+        transcription; under torch.compile every path traces the reference math."""
+        impl = group["implementation"]
+        if impl == "reference" or torch.compiler.is_compiling():
+            return [
+                reference_update(p, g, s, m, sc, hp)
+                for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
+            ]
+        need_rms = group["track_stats"] or hp.clip_threshold is not None
+        if impl == "fast":
+            stats = fused_update(
+                params, grads, states, modes, scalars, hp,
+                steps=[s["step"] for s in states],
+                threads=torch.get_num_threads(),
+                want_stats=group["track_stats"],
+            )
+            if stats is not None:
+                return stats
+        return fast_update(
+            params, grads, states, modes, scalars, hp,
+            need_rms=need_rms,
+            chunk_numel=self._chunk_numel,
+            threads=torch.get_num_threads(),
+        )
 
     # ----------------------------------------------------------------------------------------
     def step_stats(self) -> dict[str, float]:
