@@ -29,6 +29,9 @@ namespace {
 
 constexpr int64_t kUnitNumel = 1 << 17;  // elements per work unit (fixed: results don't depend
                                          // on the thread count)
+// Tensors up to this size are done whole by one thread, pass 2 right after pass 1, so that pass 2
+// finds G and X still in the last-level cache; bigger ones are shared out unit by unit.
+constexpr int64_t kWholeNumel = 1 << 20;
 
 enum Mode : int64_t { kBoth = 0, kRow = 1, kCol = 2, kNone = 3 };
 enum DType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
@@ -99,13 +102,22 @@ struct Unit {
 };
 
 template <int D>
-inline float loadT(const void* p, int64_t i) {
+struct Storage;
+template <>
+struct Storage<kF32> { using type = float; };
+template <>
+struct Storage<kBF16> { using type = uint16_t; };
+template <>
+struct Storage<kF16> { using type = at::Half; };
+
+template <int D>
+inline float ld(const typename Storage<D>::type* __restrict p, int64_t i) {
   if constexpr (D == kF32) {
-    return static_cast<const float*>(p)[i];
+    return p[i];
   } else if constexpr (D == kBF16) {
-    return bf16_to_f(static_cast<const uint16_t*>(p)[i]);
+    return bf16_to_f(p[i]);
   } else {
-    return static_cast<float>(static_cast<const at::Half*>(p)[i]);
+    return static_cast<float>(p[i]);
   }
 }
 
@@ -117,19 +129,33 @@ struct Hyper {
 // ---- pass 1 -------------------------------------------------------------------------------
 template <int D>
 void pass1(const Item& it, Unit& u, float* scratch, const Hyper& h) {
-  const float b = it.b, omb = 1.0f - it.b;
+  using T = typename Storage<D>::type;
+  const T* __restrict gp = static_cast<const T*>(it.g);
+  const T* __restrict xp = static_cast<const T*>(it.x);
+  const float b = it.b, omb = 1.0f - it.b, eps1 = h.eps1;
   double xsq = 0.0, su2 = 0.0;
   if (it.mode == kNone) {
-    for (int64_t e = u.r0; e < u.r1; ++e) {
-      const float g = loadT<D>(it.g, e);
-      if (h.scale) {
-        const float x = loadT<D>(it.x, e);
-        xsq += static_cast<double>(x) * x;
+    float* __restrict v = it.v;
+    for (int64_t e0 = u.r0; e0 < u.r1; e0 += 256) {
+      const int64_t e1 = std::min(u.r1, e0 + 256);
+      float xs = 0.0f, q2 = 0.0f;
+#pragma omp simd reduction(+ : q2)
+      for (int64_t e = e0; e < e1; ++e) {
+        const float g = ld<D>(gp, e);
+        const float vv = b * v[e] + omb * (sat(g * g) + eps1);
+        v[e] = vv;
+        const float q = g / std::sqrt(vv);
+        q2 += q * q;
       }
-      const float v = b * it.v[e] + omb * (sat(g * g) + h.eps1);
-      it.v[e] = v;
-      const float q = g / std::sqrt(v);
-      su2 += static_cast<double>(q) * q;
+      if (h.scale) {
+#pragma omp simd reduction(+ : xs)
+        for (int64_t e = e0; e < e1; ++e) {
+          const float x = ld<D>(xp, e);
+          xs += x * x;
+        }
+      }
+      xsq += xs;
+      su2 += q2;
     }
     u.xsq = xsq;
     u.su2 = su2;
@@ -137,47 +163,48 @@ void pass1(const Item& it, Unit& u, float* scratch, const Hyper& h) {
   }
   const int64_t m = it.m;
   const int64_t piece = (u.r0 / it.rows_per);
-  float* colsum = scratch + it.scratch0 + (u.mat * it.pieces + piece) * 2 * m;
-  float* colw = colsum + m;
-  const bool need_col = it.mode != kRow;
-  if (need_col) {
-    std::fill(colsum, colsum + 2 * m, 0.0f);
-  }
+  float* __restrict colsum = scratch + it.scratch0 + (u.mat * it.pieces + piece) * 2 * m;
+  float* __restrict colw = colsum + m;
+  if (it.mode != kRow) std::fill(colsum, colsum + 2 * m, 0.0f);
   float* rowstat = it.row ? it.row + u.mat * it.n : nullptr;
   for (int64_t i = u.r0; i < u.r1; ++i) {
     const int64_t base = (u.mat * it.n + i) * m;
+    const T* __restrict g = gp + base;
+    const T* __restrict x = xp + base;
     double rs = 0.0;
-    float rsf = 0.0f;
-    // float row sums in blocks of 64, accumulated in double: vectorizes, and no overflow.
-    for (int64_t j0 = 0; j0 < m; j0 += 64) {
-      const int64_t j1 = std::min(m, j0 + 64);
-      rsf = 0.0f;
-      if (need_col && it.mode == kCol) {
+    // float sums in blocks of 256, accumulated in double: vectorizes, and cannot overflow.
+    for (int64_t j0 = 0; j0 < m; j0 += 256) {
+      const int64_t j1 = std::min(m, j0 + 256);
+      float rsf = 0.0f;
+      if (it.mode == kCol) {
+#pragma omp simd reduction(+ : rsf)
         for (int64_t j = j0; j < j1; ++j) {
-          const float g = loadT<D>(it.g, base + j);
-          const float gg = sat(g * g);
+          const float gv = ld<D>(g, j);
+          const float gg = sat(gv * gv);
           rsf += gg;
           colsum[j] += gg;
         }
       } else {
+#pragma omp simd reduction(+ : rsf)
         for (int64_t j = j0; j < j1; ++j) {
-          const float g = loadT<D>(it.g, base + j);
-          rsf += sat(g * g);
+          const float gv = ld<D>(g, j);
+          rsf += sat(gv * gv);
         }
       }
       rs += rsf;
       if (h.scale) {
         float xs = 0.0f;
+#pragma omp simd reduction(+ : xs)
         for (int64_t j = j0; j < j1; ++j) {
-          const float x = loadT<D>(it.x, base + j);
-          xs += x * x;
+          const float xv = ld<D>(x, j);
+          xs += xv * xv;
         }
         xsq += xs;
       }
     }
     if (it.mode == kCol) continue;
     // Alg. 4 line 5, as means: R = b R + (1 - b) mean_j(G^2 + eps1)
-    const float target = sat(static_cast<float>(rs / m)) + h.eps1;
+    const float target = sat(static_cast<float>(rs / m)) + eps1;
     const float r = b * rowstat[i] + omb * target;
     rowstat[i] = r;
     if (it.mode == kRow) {
@@ -185,9 +212,10 @@ void pass1(const Item& it, Unit& u, float* scratch, const Hyper& h) {
       continue;
     }
     const float inv_r = 1.0f / r;
+#pragma omp simd
     for (int64_t j = 0; j < m; ++j) {
-      const float g = loadT<D>(it.g, base + j);
-      const float gg = sat(g * g);
+      const float gv = ld<D>(g, j);
+      const float gg = sat(gv * gv);
       colsum[j] += gg;
       colw[j] += gg * inv_r;
     }
@@ -261,65 +289,74 @@ void finalize(Item& it, const std::vector<Unit>& units, float* scratch, const Hy
 }
 
 // ---- pass 2 --------------------------------------------------------------------------------
-template <int D>
-inline void store(void* p, int64_t e, float v, const Item& it, bool sr) {
-  if constexpr (D == kF32) {
-    static_cast<float*>(p)[e] = v;
-  } else if constexpr (D == kBF16) {
-    static_cast<uint16_t*>(p)[e] =
-        sr ? f_to_bf16_sr(v, noise16(static_cast<uint64_t>(e), it.s0, it.s1)) : f_to_bf16_rne(v);
-  } else {
-    static_cast<at::Half*>(p)[e] = static_cast<at::Half>(v);
+// X <- X decay - s (or, with momentum, M <- beta1 M + (1 - beta1) s; X <- X decay - M) for the
+// elements [0, len) at x, where s = alpha U_hat = G * a * b_j (row and column coefficients).
+template <int D, bool kMom, bool kDecay, int kKind>  // kKind 0: g*a*c_j, 1: g*a, 2: coef*g/sqrt(v)
+inline void update_span(typename Storage<D>::type* __restrict x,
+                        const typename Storage<D>::type* __restrict g, float* __restrict mom,
+                        const float* __restrict cc, const float* __restrict v, float a,
+                        int64_t len, int64_t e0, float decay, float beta1, bool sr, uint32_t s0,
+                        uint32_t s1) {
+#pragma omp simd
+  for (int64_t j = 0; j < len; ++j) {
+    float s;
+    if constexpr (kKind == 0) s = (ld<D>(g, j) * a) * cc[j];
+    else if constexpr (kKind == 1) s = ld<D>(g, j) * a;
+    else s = a * (ld<D>(g, j) / std::sqrt(v[j]));
+    float xv = ld<D>(x, j);
+    if constexpr (kDecay) xv *= decay;
+    if constexpr (kMom) {
+      const float mm = beta1 * mom[j] + (1.0f - beta1) * s;
+      mom[j] = mm;
+      xv -= mm;
+    } else {
+      xv -= s;
+    }
+    if constexpr (D == kF32) {
+      x[j] = xv;
+    } else if constexpr (D == kBF16) {
+      x[j] = sr ? f_to_bf16_sr(xv, noise16(static_cast<uint64_t>(e0 + j), s0, s1))
+                : f_to_bf16_rne(xv);
+    } else {
+      x[j] = static_cast<at::Half>(xv);
+    }
   }
-}
-
-template <int D, bool kMom, bool kDecay>
-inline void apply(const Item& it, int64_t e, float s, float decay, float beta1, bool sr) {
-  float x = loadT<D>(it.x, e);
-  if (kDecay) x *= decay;
-  if (kMom) {
-    const float mm = beta1 * it.mom[e] + (1.0f - beta1) * s;
-    it.mom[e] = mm;
-    x -= mm;
-  } else {
-    x -= s;
-  }
-  store<D>(it.x, e, x, it, sr);
 }
 
 template <int D, bool kMom, bool kDecay>
 void pass2_t(const Item& it, const Unit& u, const float* scratch, const Hyper& h) {
+  using T = typename Storage<D>::type;
+  T* xp = static_cast<T*>(it.x);
+  const T* gp = static_cast<const T*>(it.g);
   const float decay = 1.0f - it.rho * h.decay_wd;
   const float beta1 = h.beta1;
-  const bool sr = h.sr;
+  const bool sr = h.sr && D == kBF16;
+  float* mom = it.mom;
   if (it.mode == kNone) {
-    const float coef = it.coef;
-    for (int64_t e = u.r0; e < u.r1; ++e) {
-      const float g = loadT<D>(it.g, e);
-      apply<D, kMom, kDecay>(it, e, coef * (g / std::sqrt(it.v[e])), decay, beta1, sr);
-    }
+    const int64_t e0 = u.r0, len = u.r1 - u.r0;
+    update_span<D, kMom, kDecay, 2>(xp + e0, gp + e0, kMom ? mom + e0 : nullptr, nullptr,
+                                    it.v + e0, it.coef, len, e0, decay, beta1, sr, it.s0, it.s1);
     return;
   }
   const int64_t m = it.m;
   const float* cc = scratch + it.scratch0 + u.mat * it.pieces * 2 * m;
   for (int64_t i = u.r0; i < u.r1; ++i) {
     const int64_t base = (u.mat * it.n + i) * m;
+    float* mrow = kMom ? mom + base : nullptr;
     if (it.mode == kCol) {
-      for (int64_t j = 0; j < m; ++j)
-        apply<D, kMom, kDecay>(it, base + j, loadT<D>(it.g, base + j) * cc[j], decay, beta1, sr);
+      update_span<D, kMom, kDecay, 0>(xp + base, gp + base, mrow, cc, nullptr, 1.0f, m, base,
+                                      decay, beta1, sr, it.s0, it.s1);
       continue;
     }
     const float r = it.row[u.mat * it.n + i];
     if (it.mode == kRow) {
-      const float rc = it.coef / std::sqrt(r);
-      for (int64_t j = 0; j < m; ++j)
-        apply<D, kMom, kDecay>(it, base + j, loadT<D>(it.g, base + j) * rc, decay, beta1, sr);
+      update_span<D, kMom, kDecay, 1>(xp + base, gp + base, mrow, nullptr, nullptr,
+                                      it.coef / std::sqrt(r), m, base, decay, beta1, sr, it.s0,
+                                      it.s1);
       continue;
     }
-    const float rc = 1.0f / std::sqrt(r);
-    for (int64_t j = 0; j < m; ++j)
-      apply<D, kMom, kDecay>(it, base + j, (loadT<D>(it.g, base + j) * rc) * cc[j], decay,
-                             beta1, sr);
+    update_span<D, kMom, kDecay, 0>(xp + base, gp + base, mrow, cc, nullptr,
+                                    1.0f / std::sqrt(r), m, base, decay, beta1, sr, it.s0, it.s1);
   }
 }
 
@@ -421,30 +458,61 @@ void fused_step(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>
   if (static_cast<int64_t>(buf.size()) < scratch_floats) buf.resize(scratch_floats);
   float* scratch = buf.data();
   float* st = stats.data_ptr<float>();
-  const int64_t nunits = static_cast<int64_t>(units.size());
-  const int64_t nitems = static_cast<int64_t>(k);
-  const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nunits)));
+  // Phase A jobs: pass-1 units of the big tensors, then the whole small tensors, largest first.
+  std::vector<int64_t> jobs, big;
+  std::vector<int64_t> whole;
+  for (int64_t t = 0; t < static_cast<int64_t>(k); ++t) {
+    Item& it = items[t];
+    const int64_t nu = it.mode == kNone ? it.pieces : it.pieces * it.mats;
+    if (it.numel <= kWholeNumel) {
+      whole.push_back(t);
+    } else {
+      big.push_back(t);
+      for (int64_t q = 0; q < nu; ++q) jobs.push_back(it.unit0 + q);
+    }
+  }
+  std::stable_sort(whole.begin(), whole.end(),
+                   [&](int64_t a, int64_t b) { return items[a].numel > items[b].numel; });
+  const int64_t nbig_units = static_cast<int64_t>(jobs.size());
+  for (int64_t t : whole) jobs.push_back(-1 - t);  // negative: a whole tensor
+  const int64_t njobs = static_cast<int64_t>(jobs.size());
+  const int64_t nbig = static_cast<int64_t>(big.size());
+  const int nthreads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, njobs)));
+  auto run_pass1 = [&](Unit& u) {
+    const Item& it = items[u.item];
+    if (it.dtype == kF32) pass1<kF32>(it, u, scratch, h);
+    else if (it.dtype == kBF16) pass1<kBF16>(it, u, scratch, h);
+    else pass1<kF16>(it, u, scratch, h);
+  };
+  auto run_pass2 = [&](const Unit& u) {
+    const Item& it = items[u.item];
+    if (it.dtype == kF32) pass2<kF32>(it, u, scratch, h);
+    else if (it.dtype == kBF16) pass2<kBF16>(it, u, scratch, h);
+    else pass2<kF16>(it, u, scratch, h);
+  };
   {
     pybind11::gil_scoped_release no_gil;
 #pragma omp parallel num_threads(nthreads)
     {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t q = 0; q < nunits; ++q) {
-        Unit& u = units[q];
-        const Item& it = items[u.item];
-        if (it.dtype == kF32) pass1<kF32>(it, u, scratch, h);
-        else if (it.dtype == kBF16) pass1<kBF16>(it, u, scratch, h);
-        else pass1<kF16>(it, u, scratch, h);
+      for (int64_t q = 0; q < njobs; ++q) {
+        const int64_t job = jobs[q];
+        if (job >= 0) {
+          run_pass1(units[job]);
+          continue;
+        }
+        const int64_t t = -1 - job;
+        Item& it = items[t];
+        const int64_t nu = it.mode == kNone ? it.pieces : it.pieces * it.mats;
+        for (int64_t w = 0; w < nu; ++w) run_pass1(units[it.unit0 + w]);
+        finalize(it, units, scratch, h, st + 3 * t);
+        for (int64_t w = 0; w < nu; ++w) run_pass2(units[it.unit0 + w]);
       }
+      if (nbig > 0) {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t t = 0; t < nitems; ++t) finalize(items[t], units, scratch, h, st + 3 * t);
+        for (int64_t b = 0; b < nbig; ++b) finalize(items[big[b]], units, scratch, h, st + 3 * big[b]);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t q = 0; q < nunits; ++q) {
-        const Unit& u = units[q];
-        const Item& it = items[u.item];
-        if (it.dtype == kF32) pass2<kF32>(it, u, scratch, h);
-        else if (it.dtype == kBF16) pass2<kBF16>(it, u, scratch, h);
-        else pass2<kF16>(it, u, scratch, h);
+        for (int64_t q = 0; q < nbig_units; ++q) run_pass2(units[jobs[q]]);
       }
     }
   }
