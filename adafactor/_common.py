@@ -27,10 +27,11 @@ class GroupHyper:
 
 @dataclass(frozen=True)
 class StepScalars:
-    """Host-side scalars of one tensor's step t (Python floats: computing them never syncs)."""
+    """Scalars of one tensor's step t: Python floats (computing them never syncs), or 0-dim
+    tensors under torch.compile (so that they are graph values, not guards)."""
 
-    rho: float  # lr, or the relative step rho_t
-    beta2hat: float
+    rho: float | torch.Tensor  # lr, or the relative step rho_t
+    beta2hat: float | torch.Tensor
 
 
 @dataclass(frozen=True)

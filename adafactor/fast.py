@@ -369,7 +369,7 @@ def _rounding_generator(p: torch.Tensor, state: dict, hp: GroupHyper):
     scheduling and differ between parameters, steps and optimizers."""
     if not (hp.stochastic_rounding and p.dtype == torch.bfloat16 and p.device.type == "cpu"):
         return None
-    s0, s1 = step_seeds(state["rounding_key"], int(state["step"]))
+    s0, s1 = step_seeds(state["rounding_key"], int(state["step"].item()))
     return torch.Generator(device="cpu").manual_seed((s1 << 32) | s0)
 
 

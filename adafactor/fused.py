@@ -26,7 +26,7 @@ _MODES = {"both": 0, "row": 1, "col": 2, "none": 3}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _SOURCE = Path(__file__).with_name("csrc") / "fused_cpu.cpp"
 _LOCK = threading.Lock()
-_STATE: dict[str, ModuleType | None | bool] = {"module": None, "tried": False}
+_STATE: dict[str, ModuleType | bool | None] = {"module": None, "tried": False}
 _EMPTY = torch.empty(0)
 
 

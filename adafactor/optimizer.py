@@ -67,7 +67,7 @@ from .fast import DEFAULT_CHUNK_NUMEL, fast_update
 from .fused import fused_update
 from .reference import reference_update
 from .rounding import new_key_base
-from .schedules import relative_step_size, second_moment_decay
+from .schedules import relative_step_size, second_moment_decay, step_scalars_in_graph
 
 _IMPLEMENTATIONS = ("fast", "eager", "reference")
 
@@ -79,7 +79,11 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 def validate_group(group: Mapping[str, Any]) -> None:
     """Raise ValueError naming the first invalid hyperparameter of a parameter group."""
     lr = group["lr"]
-    _check("lr", lr, lr is None or (is_real(lr) and lr >= 0), "None (relative step) or >= 0")
+    if isinstance(lr, torch.Tensor):  # as in torch.optim: a tensor lr never recompiles
+        ok = lr.numel() == 1 and lr.is_floating_point() and bool(torch.isfinite(lr) & (lr >= 0))
+        _check("lr", lr, ok, "a one-element float tensor >= 0")
+    else:
+        _check("lr", lr, lr is None or (is_real(lr) and lr >= 0), "None (relative step) or >= 0")
     b1 = group["beta1"]
     _check("beta1", b1, b1 is None or (is_real(b1) and 0 <= b1 < 1), "None or 0 <= beta1 < 1")
     b2 = group["beta2"]
@@ -184,7 +188,9 @@ class Adafactor(torch.optim.Optimizer):
         return factor_mode(p.shape, group["factored"], group["min_dim_size_to_factor"])
 
     def _init_state(self, p: torch.Tensor, group: Mapping[str, Any], state: dict) -> None:
-        state["step"] = 0
+        # A 0-dim float32 CPU tensor, as in torch.optim: under torch.compile it is a graph input,
+        # so the step count never recompiles; the eager paths read it on the host (no device sync).
+        state["step"] = torch.zeros((), dtype=torch.float32)
         # Keys the counter-based bf16 rounding noise (adafactor.rounding): distinct per parameter
         # and optimizer, kept in the state so that a resumed run draws the same noise.
         state["rounding_key"] = self._rounding_key_base + len(self.state)
@@ -194,8 +200,14 @@ class Adafactor(torch.optim.Optimizer):
             state["exp_avg"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
 
     @staticmethod
-    def _scalars(t: int, group: Mapping[str, Any]) -> StepScalars:
+    def _scalars(step: torch.Tensor, group: Mapping[str, Any]) -> StepScalars:
         lr = group["lr"]
+        if torch.compiler.is_compiling():  # tensors: no guard on t or lr, so no recompiles
+            rho_t, b_t = step_scalars_in_graph(
+                step, lr, group["warmup_init"], group["beta2"], group["decay_exponent"]
+            )
+            return StepScalars(rho=rho_t, beta2hat=b_t)
+        t = int(step.item())  # a CPU tensor: no device sync
         rho = relative_step_size(t, group["warmup_init"]) if lr is None else float(lr)
         beta2hat = second_moment_decay(t, group["beta2"], group["decay_exponent"])
         return StepScalars(rho=rho, beta2hat=beta2hat)
@@ -211,7 +223,9 @@ class Adafactor(torch.optim.Optimizer):
         all_scalars: list[StepScalars] = []
         for group in self.param_groups:
             lr = group["lr"]
-            if lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
+            if isinstance(lr, torch.Tensor) or torch.compiler.is_compiling():
+                pass  # a tensor lr (or a traced float) is checked when the group is added
+            elif lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
                 raise ValueError(f"Adafactor: invalid lr={lr!r} in param_group; expected >= 0")
             eps1, eps2 = group["eps"]
             hp = GroupHyper(
@@ -231,6 +245,8 @@ class Adafactor(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     self._init_state(p, group, state)
+                if not isinstance(state["step"], torch.Tensor):  # a state_dict with an int step
+                    state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
                 state["step"] += 1
                 params.append(p)
                 grads.append(p.grad)
@@ -269,7 +285,7 @@ class Adafactor(torch.optim.Optimizer):
         if impl == "fast":
             stats = fused_update(
                 params, grads, states, modes, scalars, hp,
-                steps=[s["step"] for s in states],
+                steps=[int(s["step"].item()) for s in states],
                 threads=torch.get_num_threads(),
                 want_stats=group["track_stats"],
             )

@@ -33,7 +33,7 @@ def reference_update(
     b = scalars.beta2hat
 
     # Line 3: alpha_t = max(eps2, RMS(X_{t-1})) rho_t  (or rho_t itself without parameter scale).
-    rho = torch.as_tensor(scalars.rho, dtype=torch.float32, device=x.device)
+    rho = torch.ones((), dtype=torch.float32, device=x.device) * scalars.rho
     alpha = rho * torch.clamp(rms(x), min=hp.eps2) if hp.scale_parameter else rho
 
     # Lines 5-6 (Alg. 4) / line 5 (Alg. 5): eps1 is added to G^2 before averaging. G^2 saturates
@@ -41,21 +41,22 @@ def reference_update(
     g2 = torch.clamp(g * g, max=FP32_MAX) + hp.eps1
     if mode == "both":
         # Row and column *means* (the paper's sums divided by m and n; line 7 is scale-free).
-        r = state["exp_avg_sq_row"].mul_(b).add_(_mean_sq(g2, -1), alpha=1 - b)
-        c = state["exp_avg_sq_col"].mul_(b).add_(_mean_sq(g2, -2), alpha=1 - b)
+        r = state["exp_avg_sq_row"].mul_(b).add_(_mean_sq(g2, -1) * (1 - b))
+        c = state["exp_avg_sq_col"].mul_(b).add_(_mean_sq(g2, -2) * (1 - b))
         # Line 7: V_hat = R C / (1^T R), per matrix over the last two dims; sqrt(V_hat) is taken
         # as sqrt(R / mean R) sqrt(C): the product R C under- or overflows fp32 at the extremes.
-        v_sqrt = (r / r.mean(dim=-1, keepdim=True)).sqrt().unsqueeze(-1) * c.sqrt().unsqueeze(-2)
+        mean_r = r.mean(dim=-1, keepdim=True, dtype=torch.float64).to(torch.float32)
+        v_sqrt = (r / mean_r).sqrt().unsqueeze(-1) * c.sqrt().unsqueeze(-2)
     elif mode == "row":
         # Table 2 row D: V_hat_ij = r_i (row means of the G^2 + eps1 EMA, broadcast over columns).
-        r = state["exp_avg_sq_row"].mul_(b).add_(_mean_sq(g2, -1), alpha=1 - b)
+        r = state["exp_avg_sq_row"].mul_(b).add_(_mean_sq(g2, -1) * (1 - b))
         v_sqrt = r.sqrt().unsqueeze(-1)
     elif mode == "col":
         # Table 2 row E: V_hat_ij = c_j (column means, broadcast over rows).
-        c = state["exp_avg_sq_col"].mul_(b).add_(_mean_sq(g2, -2), alpha=1 - b)
+        c = state["exp_avg_sq_col"].mul_(b).add_(_mean_sq(g2, -2) * (1 - b))
         v_sqrt = c.sqrt().unsqueeze(-2)
     else:
-        v_sqrt = state["exp_avg_sq"].mul_(b).add_(g2, alpha=1 - b).sqrt()
+        v_sqrt = state["exp_avg_sq"].mul_(b).add_(g2 * (1 - b)).sqrt()
 
     # Line 8: U_t = G_t / sqrt(V_hat_t).
     u = g / v_sqrt

@@ -57,10 +57,11 @@ def write_back_(
 # generator state, so it is the same on every path (this module's torch ops, the fused kernel's
 # C++), independent of thread scheduling, and distinct per parameter, step and optimizer.
 _M32 = 0xFFFFFFFF
+IntLike = int | torch.Tensor  # a Python int, or an int64 tensor (a graph value under compile)
 _KEY_COUNTER = itertools.count()
 
 
-def mix32(x):  # noqa: ANN001, ANN201 - a Python int or an int64 tensor holding uint32 values
+def mix32(x: IntLike) -> IntLike:
     """The "lowbias32" integer hash on uint32 values held in Python ints or int64 tensors (every
     product is masked back to 32 bits, so int64 never overflows)."""
     x = x ^ (x >> 16)
@@ -70,7 +71,7 @@ def mix32(x):  # noqa: ANN001, ANN201 - a Python int or an int64 tensor holding 
     return x ^ (x >> 16)
 
 
-def step_seeds(key: int, step):  # noqa: ANN001, ANN201 - step: int or int64 tensor
+def step_seeds(key: int, step: IntLike) -> tuple[IntLike, IntLike]:
     """The two 32-bit seeds of one tensor's rounding noise at one step."""
     a = mix32((step & _M32) ^ 0x9E3779B9)
     s0 = mix32((key & _M32) ^ a)
@@ -78,7 +79,7 @@ def step_seeds(key: int, step):  # noqa: ANN001, ANN201 - step: int or int64 ten
     return s0, s1
 
 
-def rounding_noise(numel: int, key: int, step, device: torch.device) -> torch.Tensor:  # noqa: ANN001
+def rounding_noise(numel: int, key: int, step: IntLike, device: torch.device) -> torch.Tensor:
     """16 uniform random bits (int32 in [0, 2^16)) per element, from (key, step, element index);
     the same bits the fused kernel uses."""
     s0, s1 = step_seeds(key, step)
@@ -96,10 +97,12 @@ def new_key_base() -> int:
 
 
 def copy_keyed_rounded_(
-    dst: torch.Tensor, src: torch.Tensor, key: int, step  # noqa: ANN001
+    dst: torch.Tensor, src: torch.Tensor, key: int, step: IntLike
 ) -> torch.Tensor:
     """dst (bf16) <- src (fp32) with unbiased stochastic rounding whose noise is
     `rounding_noise(key, step)` (compiles without graph breaks: no generator)."""
+    if isinstance(step, torch.Tensor):
+        step = step.to(device=src.device, dtype=torch.int64)
     bits = src.contiguous().view(torch.int32)
     noise = rounding_noise(src.numel(), key, step, src.device).view(src.shape)
     dst.copy_(((bits + noise) & _LOW_HALF_MASK).view(torch.float32))

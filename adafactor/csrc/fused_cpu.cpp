@@ -36,6 +36,10 @@ constexpr int64_t kWholeNumel = 1 << 20;
 enum Mode : int64_t { kBoth = 0, kRow = 1, kCol = 2, kNone = 3 };
 enum DType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
+// Scratch per unit: m float column means, then (from an even offset) m double sums.
+inline int64_t even(int64_t m) { return (m + 1) & ~int64_t{1}; }
+inline int64_t stride(int64_t m) { return even(m) + 2 * m; }
+
 inline float sat(float v) { return v > FLT_MAX ? FLT_MAX : v; }  // inf -> max, NaN stays NaN
 
 inline uint32_t mix32(uint32_t x) {  // "lowbias32" integer hash
@@ -138,14 +142,15 @@ void pass1(const Item& it, Unit& u, float* scratch, const Hyper& h) {
     float* __restrict v = it.v;
     for (int64_t e0 = u.r0; e0 < u.r1; e0 += 256) {
       const int64_t e1 = std::min(u.r1, e0 + 256);
-      float xs = 0.0f, q2 = 0.0f;
+      float xs = 0.0f;
+      double q2 = 0.0;  // U^2 reaches 1e38 for gradients near the fp32 maximum
 #pragma omp simd reduction(+ : q2)
       for (int64_t e = e0; e < e1; ++e) {
         const float g = ld<D>(gp, e);
         const float vv = b * v[e] + omb * (sat(g * g) + eps1);
         v[e] = vv;
         const float q = g / std::sqrt(vv);
-        q2 += q * q;
+        q2 += static_cast<double>(q) * q;
       }
       if (h.scale) {
 #pragma omp simd reduction(+ : xs)
@@ -163,32 +168,47 @@ void pass1(const Item& it, Unit& u, float* scratch, const Hyper& h) {
   }
   const int64_t m = it.m;
   const int64_t piece = (u.r0 / it.rows_per);
-  float* __restrict colsum = scratch + it.scratch0 + (u.mat * it.pieces + piece) * 2 * m;
-  float* __restrict colw = colsum + m;
-  if (it.mode != kRow) std::fill(colsum, colsum + 2 * m, 0.0f);
+  float* __restrict colsum = scratch + it.scratch0 + (u.mat * it.pieces + piece) * stride(m);
+  // Unsaturated sums for RMS(U), in double: sum_i G_ij^2 / R_i ("both") or sum_i G_ij^2 ("col").
+  double* __restrict colw = reinterpret_cast<double*>(colsum + even(m));
+  if (it.mode != kRow) {
+    std::fill(colsum, colsum + m, 0.0f);
+    std::fill(colw, colw + m, 0.0);
+  }
   float* rowstat = it.row ? it.row + u.mat * it.n : nullptr;
+  // Row and column statistics are accumulated as means (each term G^2 / m or G^2 / n), so with
+  // G^2 saturated at the fp32 maximum no partial sum can overflow.
+  const float inv_m = 1.0f / static_cast<float>(m), inv_n = 1.0f / static_cast<float>(it.n);
   for (int64_t i = u.r0; i < u.r1; ++i) {
     const int64_t base = (u.mat * it.n + i) * m;
     const T* __restrict g = gp + base;
     const T* __restrict x = xp + base;
-    double rs = 0.0;
-    // float sums in blocks of 256, accumulated in double: vectorizes, and cannot overflow.
+    double rs = 0.0;  // mean_j G_ij^2
+    double rs_true = 0.0;  // sum_j G_ij^2, unsaturated ("row")
     for (int64_t j0 = 0; j0 < m; j0 += 256) {
       const int64_t j1 = std::min(m, j0 + 256);
       float rsf = 0.0f;
       if (it.mode == kCol) {
-#pragma omp simd reduction(+ : rsf)
+#pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
           const float gv = ld<D>(g, j);
-          const float gg = sat(gv * gv);
-          rsf += gg;
-          colsum[j] += gg;
+          colsum[j] += sat(gv * gv) * inv_n;
+          colw[j] += static_cast<double>(gv) * gv;
         }
+      } else if (it.mode == kRow) {
+        double rt = 0.0;
+#pragma omp simd reduction(+ : rsf, rt)
+        for (int64_t j = j0; j < j1; ++j) {
+          const float gv = ld<D>(g, j);
+          rsf += sat(gv * gv) * inv_m;
+          rt += static_cast<double>(gv) * gv;
+        }
+        rs_true += rt;
       } else {
 #pragma omp simd reduction(+ : rsf)
         for (int64_t j = j0; j < j1; ++j) {
           const float gv = ld<D>(g, j);
-          rsf += sat(gv * gv);
+          rsf += sat(gv * gv) * inv_m;
         }
       }
       rs += rsf;
@@ -204,20 +224,19 @@ void pass1(const Item& it, Unit& u, float* scratch, const Hyper& h) {
     }
     if (it.mode == kCol) continue;
     // Alg. 4 line 5, as means: R = b R + (1 - b) mean_j(G^2 + eps1)
-    const float target = sat(static_cast<float>(rs / m)) + eps1;
+    const float target = sat(static_cast<float>(rs)) + eps1;
     const float r = b * rowstat[i] + omb * target;
     rowstat[i] = r;
     if (it.mode == kRow) {
-      su2 += rs / r;  // sum_j G_ij^2 / R_i
+      su2 += rs_true / r;  // sum_j G_ij^2 / R_i
       continue;
     }
-    const float inv_r = 1.0f / r;
+    const double inv_r = 1.0 / r;
 #pragma omp simd
     for (int64_t j = 0; j < m; ++j) {
       const float gv = ld<D>(g, j);
-      const float gg = sat(gv * gv);
-      colsum[j] += gg;
-      colw[j] += gg * inv_r;
+      colsum[j] += sat(gv * gv) * inv_n;
+      colw[j] += (static_cast<double>(gv) * gv) * inv_r;
     }
   }
   u.xsq = xsq;
@@ -241,12 +260,12 @@ void finalize(Item& it, const std::vector<Unit>& units, float* scratch, const Hy
     for (int64_t k = 0; k < it.mats; ++k) {
       std::fill(cs.begin(), cs.end(), 0.0);
       std::fill(cw.begin(), cw.end(), 0.0);
-      float* first = scratch + it.scratch0 + k * it.pieces * 2 * m;
+      float* first = scratch + it.scratch0 + k * it.pieces * stride(m);
       for (int64_t p = 0; p < it.pieces; ++p) {
-        const float* ps = first + p * 2 * m;
+        const float* ps = first + p * stride(m);
+        const double* pw = reinterpret_cast<const double*>(ps + even(m));
         for (int64_t j = 0; j < m; ++j) cs[j] += ps[j];
-        if (it.mode == kBoth)
-          for (int64_t j = 0; j < m; ++j) cw[j] += ps[m + j];
+        for (int64_t j = 0; j < m; ++j) cw[j] += pw[j];
       }
       float* c = it.col + k * m;
       double mean_r = 1.0;
@@ -260,9 +279,9 @@ void finalize(Item& it, const std::vector<Unit>& units, float* scratch, const Hy
       double acc = 0.0;
       for (int64_t j = 0; j < m; ++j) {
         // Alg. 4 line 6, as means: C = b C + (1 - b) mean_i(G^2 + eps1)
-        const float cj = b * c[j] + omb * (sat(static_cast<float>(cs[j] / it.n)) + h.eps1);
+        const float cj = b * c[j] + omb * (sat(static_cast<float>(cs[j])) + h.eps1);
         c[j] = cj;
-        acc += (it.mode == kBoth ? cw[j] : cs[j]) / cj;
+        acc += cw[j] / cj;
         first[j] = 1.0f / std::sqrt(cj);  // column coefficient, scaled below
       }
       su2 += mean_r * acc;
@@ -281,7 +300,7 @@ void finalize(Item& it, const std::vector<Unit>& units, float* scratch, const Hy
   stats[2] = (h.clip > 0.0f && update_rms > h.clip) ? 1.0f : 0.0f;
   if (it.mode == kBoth || it.mode == kCol) {
     for (int64_t k = 0; k < it.mats; ++k) {
-      float* first = scratch + it.scratch0 + k * it.pieces * 2 * it.m;
+      float* first = scratch + it.scratch0 + k * it.pieces * stride(it.m);
       const float s = it.mode == kBoth ? it.coef * row_scale[k] : it.coef;
       for (int64_t j = 0; j < it.m; ++j) first[j] *= s;
     }
@@ -339,7 +358,7 @@ void pass2_t(const Item& it, const Unit& u, const float* scratch, const Hyper& h
     return;
   }
   const int64_t m = it.m;
-  const float* cc = scratch + it.scratch0 + u.mat * it.pieces * 2 * m;
+  const float* cc = scratch + it.scratch0 + u.mat * it.pieces * stride(m);
   for (int64_t i = u.r0; i < u.r1; ++i) {
     const int64_t base = (u.mat * it.n + i) * m;
     float* mrow = kMom ? mom + base : nullptr;
@@ -448,7 +467,7 @@ void fused_step(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>
     it.rows_per = std::max<int64_t>(1, kUnitNumel / it.m);
     it.pieces = (it.n + it.rows_per - 1) / it.rows_per;
     it.scratch0 = scratch_floats;
-    if (it.mode != kRow) scratch_floats += it.mats * it.pieces * 2 * it.m;
+    if (it.mode != kRow) scratch_floats += it.mats * it.pieces * stride(it.m);
     for (int64_t q = 0; q < it.mats; ++q)
       for (int64_t p = 0; p < it.pieces; ++p)
         units.push_back({static_cast<int32_t>(t), q, p * it.rows_per,
