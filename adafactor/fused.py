@@ -100,8 +100,8 @@ def fused_update(
             seeds.extend((0, 0))
     stats = torch.empty((len(params), 3), dtype=torch.float32)
     ext.fused_step(
-        [p.detach() for p in params],
-        [g.detach() for g in grads],
+        list(params),  # the kernel writes through data pointers: no autograd involvement
+        list(grads),
         rows,
         cols,
         vs,

@@ -199,6 +199,19 @@ class Adafactor(torch.optim.Optimizer):
         if group["beta1"]:
             state["exp_avg"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
 
+    def _group_scalars(self, states: list[dict], group: Mapping[str, Any]) -> list[StepScalars]:
+        """Each tensor's scalars, computed once per distinct step count of the group."""
+        if torch.compiler.is_compiling():
+            return [self._scalars(s["step"], group) for s in states]
+        cache: dict[float, StepScalars] = {}
+        out = []
+        for s in states:
+            t = s["step"].item()  # a CPU tensor: no device sync
+            if t not in cache:
+                cache[t] = self._scalars(s["step"], group)
+            out.append(cache[t])
+        return out
+
     @staticmethod
     def _scalars(step: torch.Tensor, group: Mapping[str, Any]) -> StepScalars:
         lr = group["lr"]
@@ -247,14 +260,14 @@ class Adafactor(torch.optim.Optimizer):
                     self._init_state(p, group, state)
                 if not isinstance(state["step"], torch.Tensor):  # a state_dict with an int step
                     state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
-                state["step"] += 1
                 params.append(p)
                 grads.append(p.grad)
                 states.append(state)
                 modes.append(self._mode(p, group))
-                scalars.append(self._scalars(state["step"], group))
             if not params:
                 continue
+            torch._foreach_add_([s["step"] for s in states], 1.0)  # one op for all counters
+            scalars = self._group_scalars(states, group)
             stats = self._update_group(group, params, grads, states, modes, scalars, hp)
             if group["track_stats"]:
                 all_stats.extend(stats)
