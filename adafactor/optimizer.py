@@ -32,16 +32,24 @@ arguments:
   always rounds to nearest.
 * ``track_stats``: keep per-tensor statistics of the last step for `step_stats()`.
 
-``implementation="fast"`` (default) processes big matrices in cache-sized row chunks of
-``chunk_numel`` floats (two reads of G, two reads and one write of X per step, no temporary
-larger than a chunk), small tensors with multi-tensor ops, and on CPU shares the big tensors
-between torch.get_num_threads() worker threads (`adafactor.fast`); ``"reference"`` is the plain
-per-tensor transcription of Algorithms 4-5 (`adafactor.reference`). They agree within fp32
-rounding (tests check this). With bf16 parameters on CPU the fast path draws each tensor's
-rounding noise from its own generator seeded by (torch.initial_seed(), step, position), so
-results do not depend on thread scheduling.
+``implementation="fast"`` (default) is the fused CPU step (`adafactor.fused`: one C++/OpenMP call
+per group, two passes over each tensor, bitwise the same for any thread count); where it cannot be
+built, and on other devices, it falls back to ``"eager"``, the ATen path (`adafactor.fast`: cache-
+sized row chunks, multi-tensor ops for small tensors, worker threads on CPU). ``"reference"`` is
+the plain per-tensor transcription of Algorithms 4-5 (`adafactor.reference`), and under
+torch.compile every path traces it. They agree within fp32 rounding (tests check this). bf16
+stochastic rounding draws its noise from a counter hash of (the parameter's ``rounding_key`` in the
+state, the step, the element index): the same bits on every path, independent of threads, and
+different for every parameter, step and optimizer (`adafactor.rounding`).
 
-step() never reads a tensor back to the host (the step count t is a Python int in the state).
+Non-finite policy: G^2 saturates at the fp32 maximum and statistics are summed without overflow,
+so gradients up to the fp32 range give finite updates (fused and reference paths). NaN/inf
+gradients are not skipped (the update becomes non-finite); skip such steps with a loss scaler
+(torch.amp.GradScaler does not call step() for them).
+
+step() never synchronises with a device: the step count is a 0-dim float32 CPU tensor in the state
+(as in torch.optim), read on the host by the eager paths and a graph input under torch.compile;
+lr may be a float or a tensor.
 """
 
 from __future__ import annotations
