@@ -255,9 +255,10 @@ def compile_timing(args: argparse.Namespace) -> None:
                    "--compile-only"]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             got = json.loads(out.strip().splitlines()[-1])
-            first = got["first_compiled_step_s"]
-            print(f"torch.compile(ours.step), {label}: first step {first:.1f} s, of which compile {got['compile_s']:.1f} s (eager step "
-                  f"{got['eager_step_s'] * 1e3:.0f} ms); load {_load()}")
+            first, comp, eager = (got[k] for k in ("first_compiled_step_s", "compile_s",
+                                                   "eager_step_s"))
+            print(f"torch.compile(ours.step), {label}: first step {first:.1f} s, of which "
+                  f"compile {comp:.1f} s (eager step {eager * 1e3:.0f} ms); load {_load()}")
 
 
 def _load() -> str:
