@@ -89,6 +89,12 @@ def fused_update(
     if ext is None:
         return None
     rows, cols, vs, moms, seeds = [], [], [], [], []
+    for s in states:
+        for key in ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg"):
+            v = s.get(key)
+            if v is not None and not (v.dtype == torch.float32 and v.is_contiguous()
+                                      and v.device.type == "cpu"):
+                return None  # e.g. statistics cast by a load: the eager path copes
     for p, s, step in zip(params, states, steps, strict=True):
         rows.append(s.get("exp_avg_sq_row", _EMPTY))
         cols.append(s.get("exp_avg_sq_col", _EMPTY))
