@@ -338,8 +338,8 @@ class Adafactor(torch.optim.Optimizer):
         clipped = torch.stack([s.clipped.float() for s in stats]).mean()
         return {
             "step_size": float(step_size),
-            "rho": sum(s.rho for s in scalars) / k,
-            "beta2hat": sum(s.beta2hat for s in scalars) / k,
+            "rho": sum(float(s.rho) for s in scalars) / k,  # tensors after a compiled step
+            "beta2hat": sum(float(s.beta2hat) for s in scalars) / k,
             "update_rms": float(update_rms),
             "clipped_fraction": float(clipped),
         }
