@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 FactorMode = Literal["both", "row", "col", "none"]
+FP32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,11 @@ class GroupHyper:
 
 @dataclass(frozen=True)
 class StepScalars:
-    """Host-side scalars of one tensor's step t (Python floats: computing them never syncs)."""
+    """Scalars of one tensor's step t: Python floats (computing them never syncs), or 0-dim
+    tensors under torch.compile (so that they are graph values, not guards)."""
 
-    rho: float  # lr, or the relative step rho_t
-    beta2hat: float
+    rho: float | torch.Tensor  # lr, or the relative step rho_t
+    beta2hat: float | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     """Root mean square over all entries of one tensor (a 0-dim tensor; 0 for an empty tensor)."""
     if x.numel() == 0:
         return x.new_zeros(())
-    return torch.linalg.vector_norm(x) / (x.numel() ** 0.5)
+    # Summed in float64: U may reach 1e19 for gradients near the fp32 maximum.
+    norm = torch.linalg.vector_norm(x, dtype=torch.float64)
+    return (norm / (x.numel() ** 0.5)).to(torch.float32)
 
 
 def is_real(value: Any) -> bool:

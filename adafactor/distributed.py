@@ -133,7 +133,7 @@ def init_dtensor_state(p: DTensor, mode: FactorMode, beta1: float | None) -> dic
     """Fresh state of a DTensor parameter: R sharded like the rows, C like the columns."""
     shape, ndim, pl = tuple(p.shape), p.ndim, p.placements
     mesh, device = p.device_mesh, p.to_local().device
-    state: dict = {"step": 0}
+    state: dict = {"step": torch.zeros((), dtype=torch.float32)}
     if mode in ("both", "row"):
         state["exp_avg_sq_row"] = new_state_tensor(
             shape[:-1], mesh, _stat_placements(pl, ndim, ndim - 1), device

@@ -31,7 +31,7 @@ import torch
 
 from ._common import FactorMode, GroupHyper, StepScalars, TensorStats
 from .reference import reference_update
-from .rounding import write_back_
+from .rounding import step_seeds, write_back_
 
 # Floats per chunk (512 KiB): a chunk of G and the scratch chunk stay in L2 between passes.
 DEFAULT_CHUNK_NUMEL = 1 << 17
@@ -363,13 +363,14 @@ def _update_big(
     return done
 
 
-def _rounding_generator(p: torch.Tensor, step: int, index: int, hp: GroupHyper):
-    """A CPU bf16 tensor's rounding noise comes from its own generator, seeded from the global
-    seed, the step and its position, so results do not depend on thread scheduling."""
+def _rounding_generator(p: torch.Tensor, state: dict, hp: GroupHyper):
+    """A CPU bf16 tensor's rounding noise comes from its own generator, seeded from its rounding
+    key and the step (adafactor.rounding.step_seeds), so results do not depend on thread
+    scheduling and differ between parameters, steps and optimizers."""
     if not (hp.stochastic_rounding and p.dtype == torch.bfloat16 and p.device.type == "cpu"):
         return None
-    seed = (torch.initial_seed() * 1_000_003 + step * 7_919 + index) % (2**63)
-    return torch.Generator(device="cpu").manual_seed(seed)
+    s0, s1 = step_seeds(state["rounding_key"], int(state["step"].item()))
+    return torch.Generator(device="cpu").manual_seed((s1 << 32) | s0)
 
 
 def fast_update(
@@ -400,7 +401,7 @@ def fast_update(
         if p.numel() == 0 or not (p.is_contiguous() and g.is_contiguous()):
             results[k] = reference_update(p, g, s, mode, sc, hp)
             continue
-        item = _Item(p, g, s, mode, sc, generator=_rounding_generator(p, s["step"], k, hp))
+        item = _Item(p, g, s, mode, sc, generator=_rounding_generator(p, s, hp))
         by_device.setdefault(p.device, []).append((k, item))
 
     for device, indexed in by_device.items():

@@ -32,14 +32,15 @@ arguments:
   always rounds to nearest.
 * ``track_stats``: keep per-tensor statistics of the last step for `step_stats()`.
 
-``implementation="fast"`` (default) processes big matrices in cache-sized row chunks of
-``chunk_numel`` floats (two reads of G, two reads and one write of X per step, no temporary
-larger than a chunk), small tensors with multi-tensor ops, and on CPU shares the big tensors
-between torch.get_num_threads() worker threads (`adafactor.fast`); ``"reference"`` is the plain
-per-tensor transcription of Algorithms 4-5 (`adafactor.reference`). They agree within fp32
-rounding (tests check this). With bf16 parameters on CPU the fast path draws each tensor's
-rounding noise from its own generator seeded by (torch.initial_seed(), step, position), so
-results do not depend on thread scheduling.
+``implementation="fast"`` (default) is the fused CPU step (`adafactor.fused`: one C++/OpenMP call
+per group, two passes over each tensor, bitwise the same for any thread count); where it cannot be
+built, and on other devices, it falls back to ``"eager"``, the ATen path (`adafactor.fast`: cache-
+sized row chunks, multi-tensor ops for small tensors, worker threads on CPU). ``"reference"`` is
+the plain per-tensor transcription of Algorithms 4-5 (`adafactor.reference`), and under
+torch.compile every path traces it. They agree within fp32 rounding (tests check this). bf16
+stochastic rounding draws its noise from a counter hash of (the parameter's ``rounding_key`` in the
+state, the step, the element index): the same bits on every path, independent of threads, and
+different for every parameter, step and optimizer (`adafactor.rounding`).
 
 DTensor parameters (FSDP2, tensor parallelism) are stepped by `adafactor.distributed` on their
 local shards, factored by the global shape, with a few bucketed all-reduces.
@@ -47,7 +48,14 @@ local shards, factored by the global shape, with a few bucketed all-reduces.
 Every parameter is checked (`_validate_step`) before any state or parameter changes, so a step
 that raises leaves the optimizer as it was; `load_state_dict` keeps the statistics fp32.
 
-step() never reads a tensor back to the host (the step count t is a Python int in the state).
+Non-finite policy: G^2 saturates at the fp32 maximum and statistics are summed without overflow,
+so gradients up to the fp32 range give finite updates (fused and reference paths). NaN/inf
+gradients are not skipped (the update becomes non-finite); skip such steps with a loss scaler
+(torch.amp.GradScaler does not call step() for them).
+
+step() never synchronises with a device: the step count is a 0-dim float32 CPU tensor in the state
+(as in torch.optim), read on the host by the eager paths and a graph input under torch.compile;
+lr may be a float or a tensor.
 """
 
 from __future__ import annotations
@@ -71,10 +79,12 @@ from ._common import (
 )
 from .distributed import check_dtensor_parameter, dtensor_update, init_dtensor_state, is_dtensor
 from .fast import DEFAULT_CHUNK_NUMEL, fast_update
+from .fused import fused_update
 from .reference import reference_update
-from .schedules import relative_step_size, second_moment_decay
+from .rounding import new_key_base
+from .schedules import relative_step_size, second_moment_decay, step_scalars_in_graph
 
-_IMPLEMENTATIONS = ("fast", "reference")
+_IMPLEMENTATIONS = ("fast", "eager", "reference")
 # Parameter dtypes whose values fp32 arithmetic represents (float8 has no arithmetic to write back).
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _STATISTICS = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg")
@@ -87,7 +97,11 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 def validate_group(group: Mapping[str, Any]) -> None:
     """Raise ValueError naming the first invalid hyperparameter of a parameter group."""
     lr = group["lr"]
-    _check("lr", lr, lr is None or (is_real(lr) and lr >= 0), "None (relative step) or >= 0")
+    if isinstance(lr, torch.Tensor):  # as in torch.optim: a tensor lr never recompiles
+        ok = lr.numel() == 1 and lr.is_floating_point() and bool(torch.isfinite(lr) & (lr >= 0))
+        _check("lr", lr, ok, "a one-element float tensor >= 0")
+    else:
+        _check("lr", lr, lr is None or (is_real(lr) and lr >= 0), "None (relative step) or >= 0")
     b1 = group["beta1"]
     _check("beta1", b1, b1 is None or (is_real(b1) and 0 <= b1 < 1), "None or 0 <= beta1 < 1")
     b2 = group["beta2"]
@@ -178,6 +192,7 @@ class Adafactor(torch.optim.Optimizer):
         )
         validate_group(defaults)
         self._chunk_numel = chunk_numel
+        self._rounding_key_base = new_key_base()
         self._last_stats: list[TensorStats] = []
         self._last_scalars: list[StepScalars] = []
         self._last_params: list[torch.Tensor] = []  # the tensors of _last_stats, in order
@@ -194,16 +209,42 @@ class Adafactor(torch.optim.Optimizer):
     def _init_state(self, p: torch.Tensor, group: Mapping[str, Any], state: dict) -> None:
         if is_dtensor(p):
             state.update(init_dtensor_state(p, self._mode(p, group), group["beta1"] or None))
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["rounding_key"] = self._rounding_key_base + len(self.state)
             return
-        state["step"] = 0
+        # A 0-dim float32 CPU tensor, as in torch.optim: under torch.compile it is a graph input,
+        # so the step count never recompiles; the eager paths read it on the host (no device sync).
+        state["step"] = torch.zeros((), dtype=torch.float32)
+        # Keys the counter-based bf16 rounding noise (adafactor.rounding): distinct per parameter
+        # and optimizer, kept in the state so that a resumed run draws the same noise.
+        state["rounding_key"] = self._rounding_key_base + len(self.state)
         for key, shape in state_shapes(p.shape, self._mode(p, group)).items():
             state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
         if group["beta1"]:
             state["exp_avg"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
 
+    def _group_scalars(self, states: list[dict], group: Mapping[str, Any]) -> list[StepScalars]:
+        """Each tensor's scalars, computed once per distinct step count of the group."""
+        if torch.compiler.is_compiling():
+            return [self._scalars(s["step"], group) for s in states]
+        cache: dict[float, StepScalars] = {}
+        out = []
+        for s in states:
+            t = s["step"].item()  # a CPU tensor: no device sync
+            if t not in cache:
+                cache[t] = self._scalars(s["step"], group)
+            out.append(cache[t])
+        return out
+
     @staticmethod
-    def _scalars(t: int, group: Mapping[str, Any]) -> StepScalars:
+    def _scalars(step: torch.Tensor, group: Mapping[str, Any]) -> StepScalars:
         lr = group["lr"]
+        if torch.compiler.is_compiling():  # tensors: no guard on t or lr, so no recompiles
+            rho_t, b_t = step_scalars_in_graph(
+                step, lr, group["warmup_init"], group["beta2"], group["decay_exponent"]
+            )
+            return StepScalars(rho=rho_t, beta2hat=b_t)
+        t = int(step.item())  # a CPU tensor: no device sync
         rho = relative_step_size(t, group["warmup_init"]) if lr is None else float(lr)
         beta2hat = second_moment_decay(t, group["beta2"], group["decay_exponent"])
         return StepScalars(rho=rho, beta2hat=beta2hat)
@@ -237,15 +278,17 @@ class Adafactor(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     self._init_state(p, group, state)
-                state["step"] += 1
+                if not isinstance(state["step"], torch.Tensor):  # a state_dict with an int step
+                    state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
                 params.append(p)
                 grads.append(p.grad)
                 states.append(state)
                 modes.append(self._mode(p, group))
-                scalars.append(self._scalars(state["step"], group))
             if not params:
                 continue
-            stats = self._update_group(group, hp, params, grads, states, modes, scalars)
+            torch._foreach_add_([s["step"] for s in states], 1.0)  # one op for all counters
+            scalars = self._group_scalars(states, group)
+            stats = self._update_group(group, params, grads, states, modes, scalars, hp)
             if group["track_stats"]:
                 all_stats.extend(stats)
                 all_scalars.extend(scalars)
@@ -257,16 +300,15 @@ class Adafactor(torch.optim.Optimizer):
     def _update_group(
         self,
         group: Mapping[str, Any],
-        hp: GroupHyper,
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
         states: list[dict],
         modes: list[FactorMode],
         scalars: list[StepScalars],
+        hp: GroupHyper,
     ) -> list[TensorStats]:
         """Dispatch one group's tensors: DTensors to `adafactor.distributed`, the rest to the
-        reference or fast path (stats come back in the order of `params`)."""
-        need_rms = group["track_stats"] or hp.clip_threshold is not None
+        plain-tensor paths (stats come back in the order of `params`)."""
         dist_idx = [i for i, p in enumerate(params) if is_dtensor(p)]
         local_idx = [i for i, p in enumerate(params) if not is_dtensor(p)]
         out: list[TensorStats | None] = [None] * len(params)
@@ -279,26 +321,46 @@ class Adafactor(torch.optim.Optimizer):
         if local_idx:
             pl, gl, sl, ml, cl = [[seq[i] for i in local_idx]
                                   for seq in (params, grads, states, modes, scalars)]
-            if group["implementation"] == "reference":
-                stats = [
-                    reference_update(p, g, s, m, sc, hp)
-                    for p, g, s, m, sc in zip(pl, gl, sl, ml, cl, strict=True)
-                ]
-            else:
-                stats = fast_update(
-                    pl,
-                    gl,
-                    sl,
-                    ml,
-                    cl,
-                    hp,
-                    need_rms=need_rms,
-                    chunk_numel=self._chunk_numel,
-                    threads=1 if torch.compiler.is_compiling() else torch.get_num_threads(),
-                )
+            stats = self._update_local(group, pl, gl, sl, ml, cl, hp)
             for i, st in zip(local_idx, stats, strict=True):
                 out[i] = st
         return [st for st in out if st is not None]
+
+    def _update_local(
+        self,
+        group: Mapping[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict],
+        modes: list[FactorMode],
+        scalars: list[StepScalars],
+        hp: GroupHyper,
+    ) -> list[TensorStats]:
+        """Plain tensors: "fast" is the fused CPU kernel (falling back to the eager path
+        where it does not apply), "eager" the ATen path, "reference" the plain
+        transcription; under torch.compile every path traces the reference math."""
+        impl = group["implementation"]
+        if impl == "reference" or torch.compiler.is_compiling():
+            return [
+                reference_update(p, g, s, m, sc, hp)
+                for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
+            ]
+        need_rms = group["track_stats"] or hp.clip_threshold is not None
+        if impl == "fast":
+            stats = fused_update(
+                params, grads, states, modes, scalars, hp,
+                steps=[int(s["step"].item()) for s in states],
+                threads=torch.get_num_threads(),
+                want_stats=group["track_stats"],
+            )
+            if stats is not None:
+                return stats
+        return fast_update(
+            params, grads, states, modes, scalars, hp,
+            need_rms=need_rms,
+            chunk_numel=self._chunk_numel,
+            threads=torch.get_num_threads(),
+        )
 
     def _validate_step(self) -> None:
         """Check every parameter with a gradient before the step changes anything.
@@ -309,7 +371,9 @@ class Adafactor(torch.optim.Optimizer):
         """
         for gi, group in enumerate(self.param_groups):
             lr = group["lr"]
-            if lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
+            if isinstance(lr, torch.Tensor) or torch.compiler.is_compiling():
+                pass  # a tensor lr (or a traced float) is checked when the group is added
+            elif lr is not None and (not is_real(lr) or lr < 0):  # an LR scheduler may set it
                 raise ValueError(
                     f"Adafactor: invalid lr={lr!r} in param_groups[{gi}]; expected >= 0"
                 )
@@ -397,8 +461,8 @@ class Adafactor(torch.optim.Optimizer):
         clipped = torch.stack([s.clipped.float() for s in stats]).mean()
         return {
             "step_size": float(step_size),
-            "rho": sum(s.rho for s in scalars) / k,
-            "beta2hat": sum(s.beta2hat for s in scalars) / k,
+            "rho": sum(float(s.rho) for s in scalars) / k,  # tensors after a compiled step
+            "beta2hat": sum(float(s.beta2hat) for s in scalars) / k,
             "update_rms": float(update_rms),
             "clipped_fraction": float(clipped),
         }

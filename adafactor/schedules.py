@@ -1,12 +1,16 @@
 """Step-size and second-moment-decay schedules of the paper (Shazeer & Stern, 2018).
 
-All functions take the 1-based step t as a Python int and return Python floats, so the optimizer
-computes them on the host without touching any tensor (no device synchronisation).
+The functions take the 1-based step t as a Python int and return Python floats, so the optimizer
+computes them on the host without touching any tensor (no device synchronisation);
+`step_scalars_in_graph` gives the same values as tensors, for torch.compile.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import torch
 
 
 def _check_step(t: int) -> None:
@@ -54,3 +58,25 @@ def paper_step_size_at(t: float, warmup: bool) -> float:
     if isinstance(t, bool) or not isinstance(t, int | float) or not t >= 1:
         raise ValueError(f"paper time must be a number >= 1, got {t!r}")
     return min(1e-6 * t if warmup else 1e-2, 1.0 / math.sqrt(t))
+
+
+def step_scalars_in_graph(
+    t: Any, lr: Any, warmup_init: bool, beta2: float | None, decay_exponent: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rho_t, beta2hat_t) as 0-dim float32 tensors computed by tensor ops from the step t (an int,
+    a SymInt under torch.compile, or a tensor) and lr (None, a float or a tensor).
+
+    Under torch.compile this keeps every per-step value out of the guards: no recompile as t
+    grows (including past the 1e-2 cap of rho_t at t = 1e4) or as an LR scheduler changes lr.
+    """
+    tt = torch.ones((), dtype=torch.float32) * t
+    if lr is None:
+        cap = tt * 1e-6 if warmup_init else torch.full((), 1e-2)
+        rho = torch.minimum(cap, tt.rsqrt())
+    else:
+        rho = torch.ones((), dtype=torch.float32) * lr
+    if beta2 is None:
+        beta2hat = 1.0 - tt.pow(-decay_exponent)
+    else:
+        beta2hat = beta2 * (1.0 - torch.pow(beta2, tt - 1.0)) / (1.0 - torch.pow(beta2, tt))
+    return rho, beta2hat

@@ -127,7 +127,8 @@ def test_bf16_step_does_not_vanish_for_small_gradients(seed, grad_log10, lr_log1
 )
 def test_factored_matrix_keeps_rows_plus_cols_floats(shape, beta1):
     """Second-moment state of an (n, m) matrix is exactly n + m fp32 floats (per leading index for
-    rank 3); momentum adds one float per parameter; the step counter is not a tensor."""
+    rank 3); momentum adds one float per parameter; the step counter is a 4-byte float32 tensor
+    (as in torch.optim)."""
     p = torch.zeros(shape, requires_grad=True)
     opt = Adafactor([p], beta1=beta1)
     p.grad = torch.ones(shape)
@@ -135,6 +136,6 @@ def test_factored_matrix_keeps_rows_plus_cols_floats(shape, beta1):
     lead = math.prod(shape[:-2])
     second_moment_floats = lead * (shape[-2] + shape[-1])
     momentum_floats = p.numel() if beta1 else 0
-    assert optimizer_state_bytes(opt) == 4 * (second_moment_floats + momentum_floats)
+    assert optimizer_state_bytes(opt) == 4 * (second_moment_floats + momentum_floats + 1)
     (row,) = opt.factoring_report()
     assert row["factored"] and row["state_floats"] == second_moment_floats + momentum_floats

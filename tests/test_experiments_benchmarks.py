@@ -117,3 +117,19 @@ def test_cpu_multi30k_rejects_bad_settings(tmp_path: Path) -> None:
         cpu_multi30k.run(minutes=0, out=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"test2016\.en"):
         cpu_multi30k.run(minutes=1, corpus_path=tmp_path, out=tmp_path / "out")
+
+
+def test_optimizer_step_shape_lists_and_floors():
+    """The optimizer-step benchmark's two shape lists (the issue's Transformer base and this
+    repo's base preset, built on the meta device) and a floor for every optimizer it runs."""
+    from experiments.benchmarks import optimizer_step as bench
+
+    vaswani, preset = bench.transformer_base_shapes(), bench.preset_shapes()
+    assert len(vaswani) == 253 and len(preset) == 185
+    assert sum(torch.Size(s).numel() for _, s in vaswani) == 60_522_496
+    assert abs(sum(torch.Size(s).numel() for _, s in preset) - 60.9e6) < 0.1e6
+    assert set(bench.BYTES_PER_PARAM) == set(bench.OPTIMIZERS)
+    params = bench.make_params(torch.device("cpu"), shapes="vaswani")[:3]
+    for name in bench.OPTIMIZERS:
+        if name != "hf-adafactor":
+            assert isinstance(bench.build_optimizer(name, params), torch.optim.Optimizer)

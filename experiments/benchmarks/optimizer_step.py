@@ -1,19 +1,25 @@
 """Benchmark one optimizer step on Transformer-base parameter shapes (not a test).
 
     python -m experiments.benchmarks.optimizer_step [--threads 2] [--repeats 15] [--device cpu]
+        [--shapes vaswani|preset] [--optimizers ...] [--compile-timing]
 
-Parameters: the shapes of Transformer base (Vaswani et al.) with one shared 32000 x 512 embedding,
-6 encoder and 6 decoder layers, d_model 512, d_ff 2048, attention projections and FFN layers with
-biases, two (encoder) or three (decoder) layer norms per layer: 253 tensors, 60.5M parameters.
-Gradients are fixed N(0, 1e-3^2) tensors shared by all optimizers (none of them writes to grads).
+Parameters (`--shapes`): "vaswani" (default) is Transformer base (Vaswani et al.) with one shared
+32000 x 512 embedding, 6 encoder and 6 decoder layers, d_model 512, d_ff 2048, attention
+projections and FFN layers with biases, two (encoder) or three (decoder) layer norms per layer:
+253 tensors, 60.5M parameters. "preset" is this project's `base` model (models.presets, vocabulary
+32768). Gradients are fixed N(0, 1e-3^2) tensors shared by all optimizers (none writes to grads).
 
 Optimizers, each with its own copy of the parameters:
   ours          adafactor.Adafactor with the paper's defaults (Algorithm 6: factored, beta1 none,
-                beta2hat = 1 - t^-0.8, d = 1, relative step min(1e-2, 1/sqrt t), parameter scale)
+                beta2hat = 1 - t^-0.8, d = 1, relative step min(1e-2, 1/sqrt t), parameter scale);
+                implementation="fast", the fused step on CPU
+  ours-eager    the same, implementation="eager" (the ATen path, the fused step's fallback)
   ours-reference  the same, implementation="reference" (the plain per-tensor path)
   torch-adafactor torch.optim.Adafactor(foreach=True) (defaults)
   hf-adafactor  transformers.optimization.Adafactor (relative step, parameter scale, defaults)
   adamw         torch.optim.AdamW(foreach=True, lr=1e-3)
+  adam-fused    torch.optim.Adam(fused=True, lr=1e-3)
+  adamw-fused   torch.optim.AdamW(fused=True, lr=1e-3)
 
 Method:
 * Step time: after two warm-up steps each, the optimizers' steps are interleaved in one process
@@ -26,18 +32,27 @@ Method:
   runs and the rise is VmHWM - VmRSS(before). This is the extra resident memory the step touches
   (temporaries, newly faulted pages), not allocator bookkeeping. On CUDA it is
   torch.cuda.max_memory_allocated() - memory_allocated() around the step.
-* Memory-bandwidth floor: an optimizer must at least read the gradients and read and write the
-  parameters (12 bytes per fp32 parameter); the floor is those bytes divided by the copy bandwidth
-  measured here with `torch.Tensor.copy_` on 256 MiB buffers (read + write bytes per second).
+* Memory-bandwidth floor, per optimizer: the bytes per fp32 parameter its algorithm must move
+  (factored Adafactor: pass 1 reads G and X for the statistics and RMS(X), pass 2 reads G and X
+  and writes X, 20 B; Adam/AdamW: read G, read and write X, m, v, 28 B), divided by the copy
+  bandwidth measured here with `torch.Tensor.copy_` on 256 MiB buffers (read + write bytes per
+  second). "x floor" is the median step time over that floor.
+* Load: `os.getloadavg()` before and after the timing, printed with the figures (other processes
+  on the machine slow every optimizer alike, since the rounds are interleaved).
+* `--compile-timing`: in fresh processes, the time of the first `torch.compile(opt.step)` call of
+  ours (compile included) with an empty inductor cache, then again with the cache kept (warm
+  start), each minus one eager step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -82,23 +97,40 @@ def transformer_base_shapes() -> list[tuple[str, tuple[int, ...]]]:
     return shapes
 
 
-def make_params(device: torch.device, seed: int = 0) -> list[torch.Tensor]:
+def preset_shapes() -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of this project's `base` model (built on the meta device: no memory)."""
+    from models.presets import model_config
+    from models.transformer import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(model_config("base", vocab_size=32768), pad_id=0)
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+
+
+SHAPE_LISTS = {"vaswani": transformer_base_shapes, "preset": preset_shapes}
+
+
+def make_params(
+    device: torch.device, seed: int = 0, shapes: str = "vaswani"
+) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return [
         (torch.randn(shape, generator=gen) * 0.02).to(device).requires_grad_()
-        for _, shape in transformer_base_shapes()
+        for _, shape in SHAPE_LISTS[shapes]()
     ]
 
 
-def make_grads(device: torch.device, seed: int = 1) -> list[torch.Tensor]:
+def make_grads(device: torch.device, seed: int = 1, shapes: str = "vaswani") -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return [(torch.randn(shape, generator=gen) * 1e-3).to(device) for _, shape in
-            transformer_base_shapes()]
+            SHAPE_LISTS[shapes]()]
 
 
 def build_optimizer(name: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     if name == "ours":
         return Adafactor(params)
+    if name == "ours-eager":
+        return Adafactor(params, implementation="eager")
     if name == "ours-reference":
         return Adafactor(params, implementation="reference")
     if name == "torch-adafactor":
@@ -109,10 +141,20 @@ def build_optimizer(name: str, params: list[torch.Tensor]) -> torch.optim.Optimi
         return HFAdafactor(params, lr=None, relative_step=True, scale_parameter=True)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=1e-3, foreach=True)
+    if name == "adam-fused":
+        return torch.optim.Adam(params, lr=1e-3, fused=True)
+    if name == "adamw-fused":
+        return torch.optim.AdamW(params, lr=1e-3, fused=True)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-OPTIMIZERS = ("ours", "ours-reference", "torch-adafactor", "hf-adafactor", "adamw")
+OPTIMIZERS = ("ours", "ours-eager", "ours-reference", "torch-adafactor", "hf-adafactor", "adamw",
+              "adam-fused", "adamw-fused")
+DEFAULT_OPTIMIZERS = ("ours", "ours-eager", "torch-adafactor", "adamw", "adam-fused",
+                      "adamw-fused")
+# Bytes per fp32 parameter each algorithm must move at least (see the module docstring).
+BYTES_PER_PARAM = {"ours": 20, "ours-eager": 20, "ours-reference": 20, "torch-adafactor": 20,
+                   "hf-adafactor": 20, "adamw": 28, "adam-fused": 28, "adamw-fused": 28}
 
 
 def _sync(device: torch.device) -> None:
@@ -128,9 +170,9 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure_step_memory(name: str, device: torch.device) -> float:
+def measure_step_memory(name: str, device: torch.device, shapes: str = "vaswani") -> float:
     """Peak memory rise (MiB) of one step after a warm-up step; run in a fresh process."""
-    params, grads = make_params(device), make_grads(device)
+    params, grads = make_params(device, shapes=shapes), make_grads(device, shapes=shapes)
     for p, g in zip(params, grads, strict=True):
         p.grad = g
     opt = build_optimizer(name, params)
@@ -172,12 +214,55 @@ def time_interleaved(
             step()
     for _ in range(repeats):
         for name, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(_time_one(step, device))
     return times
+
+
+def _time_one(step: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call: CUDA events on a GPU, the wall clock on a CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1e3
+    begin = time.perf_counter()
+    step()
+    return time.perf_counter() - begin
+
+
+def measure_compile(device: torch.device, shapes: str) -> dict[str, float]:
+    """First compiled step of ours minus one eager step (seconds); run in a fresh process."""
+    params, grads = make_params(device, shapes=shapes), make_grads(device, shapes=shapes)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    opt = Adafactor(params)
+    opt.step()
+    _sync(device)
+    eager = _time_one(opt.step, device)
+    compiled = torch.compile(opt.step)
+    first = _time_one(compiled, device)
+    return {"first_compiled_step_s": first, "eager_step_s": eager, "compile_s": first - eager}
+
+
+def compile_timing(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        for label in ("cold (empty inductor cache)", "warm (cache kept)"):
+            cmd = [sys.executable, "-m", "experiments.benchmarks.optimizer_step", "--threads",
+                   str(args.threads), "--device", args.device, "--shapes", args.shapes,
+                   "--compile-only"]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+            got = json.loads(out.strip().splitlines()[-1])
+            first, comp, eager = (got[k] for k in ("first_compiled_step_s", "compile_s",
+                                                   "eager_step_s"))
+            print(f"torch.compile(ours.step), {label}: first step {first:.1f} s, of which "
+                  f"compile {comp:.1f} s (eager step {eager * 1e3:.0f} ms); load {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,65 +270,81 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
+    parser.add_argument("--shapes", choices=sorted(SHAPE_LISTS), default="vaswani")
+    parser.add_argument("--optimizers", nargs="+", default=list(DEFAULT_OPTIMIZERS),
+                        choices=OPTIMIZERS)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--compile-timing", action="store_true",
+                        help="also time the first torch.compile step of ours, cold and warm")
     parser.add_argument("--memory-only", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     if args.memory_only:
-        print(json.dumps({"peak_rise_mib": measure_step_memory(args.memory_only, device)}))
+        rise = measure_step_memory(args.memory_only, device, args.shapes)
+        print(json.dumps({"peak_rise_mib": rise}))
+        return
+    if args.compile_only:
+        print(json.dumps(measure_compile(device, args.shapes)))
         return
 
-    shapes = transformer_base_shapes()
+    shapes = SHAPE_LISTS[args.shapes]()
     n_params = sum(torch.Size(s).numel() for _, s in shapes)
-    print(f"Transformer-base shapes: {len(shapes)} tensors, {n_params / 1e6:.2f}M parameters; "
+    print(f"{args.shapes} shapes: {len(shapes)} tensors, {n_params / 1e6:.2f}M parameters; "
           f"device {device}, {args.threads} threads, {args.repeats} interleaved rounds")
+    bandwidth = copy_bandwidth(device)
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)")
 
-    grads = make_grads(device)
+    grads = make_grads(device, shapes=args.shapes)
     optimizers = {}
     for name in args.optimizers:
-        params = make_params(device)
+        params = make_params(device, shapes=args.shapes)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         optimizers[name] = build_optimizer(name, params)
+    load_before = _load()
     times = time_interleaved({n: o.step for n, o in optimizers.items()}, args.repeats, device)
+    load_after = _load()
     medians = {n: statistics.median(t) * 1e3 for n, t in times.items()}
 
     memory: dict[str, float | None] = {n: None for n in optimizers}
     if not args.skip_memory:
         for name in optimizers:
             cmd = [sys.executable, "-m", "experiments.benchmarks.optimizer_step",
-                   "--threads", str(args.threads), "--device", args.device, "--memory-only", name]
+                   "--threads", str(args.threads), "--device", args.device,
+                   "--shapes", args.shapes, "--memory-only", name]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             memory[name] = json.loads(out.strip().splitlines()[-1])["peak_rise_mib"]
 
     ours = medians.get("ours")
-    print(f"{'optimizer':<16} {'median ms':>10} {'min ms':>8} {'vs ours':>8} "
-          f"{'state MiB':>10} {'step peak rise MiB':>19}")
+    print(f"load average {load_before} before, {load_after} after the timing")
+    print(f"{'optimizer':<16} {'median ms':>10} {'min ms':>8} {'vs ours':>8} {'B/param':>8} "
+          f"{'floor ms':>9} {'x floor':>8} {'state MiB':>10} {'step peak rise MiB':>19}")
     for name, opt in optimizers.items():
         ratio = f"{medians[name] / ours:.2f}x" if ours else "-"
         rise = f"{memory[name]:.1f}" if memory[name] is not None else "-"
+        floor_ms = BYTES_PER_PARAM[name] * n_params / bandwidth * 1e3
         print(f"{name:<16} {medians[name]:>10.1f} {min(times[name]) * 1e3:>8.1f} {ratio:>8} "
+              f"{BYTES_PER_PARAM[name]:>8} {floor_ms:>9.1f} {medians[name] / floor_ms:>7.2f}x "
               f"{optimizer_state_bytes(opt) / MIB:>10.3f} {rise:>19}")
     if ours:
-        for other in ("torch-adafactor", "adamw", "hf-adafactor"):
+        for other in ("adam-fused", "adamw-fused", "torch-adafactor", "adamw", "hf-adafactor",
+                      "ours-eager"):
             if other in medians:
                 print(f"ours / {other}: {ours / medians[other]:.2f}")
 
     if "ours" in optimizers:
-        # Algorithm 4 keeps rows + cols floats per matrix, Algorithm 5 one float per vector entry.
+        # Algorithm 4 keeps rows + cols floats per matrix, Algorithm 5 one float per vector
+        # entry, plus one 4-byte step counter per tensor (as torch.optim).
         floats = sum(s[0] + s[1] if len(s) == 2 else s[0] for _, s in shapes)
-        print(f"factored-state formula: {floats} floats = {4 * floats} bytes "
-              f"({4 * floats / MIB:.3f} MiB); ours holds "
+        formula = 4 * floats + 4 * len(shapes)
+        print(f"factored-state formula: {floats} floats + {len(shapes)} step counters = "
+              f"{formula} bytes ({formula / MIB:.3f} MiB); ours holds "
               f"{optimizer_state_bytes(optimizers['ours'])} bytes")
-
-    bandwidth = copy_bandwidth(device)
-    floor_bytes = 3 * 4 * n_params
-    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write); floor for reading grads and "
-          f"reading + writing params ({floor_bytes / MIB:.0f} MiB): "
-          f"{floor_bytes / bandwidth * 1e3:.0f} ms")
+    if args.compile_timing:
+        compile_timing(args)
 
 
 if __name__ == "__main__":
