@@ -322,8 +322,9 @@ class Adafactor(torch.optim.Optimizer):
             pl, gl, sl, ml, cl = [[seq[i] for i in local_idx]
                                   for seq in (params, grads, states, modes, scalars)]
             stats = self._update_local(group, pl, gl, sl, ml, cl, hp)
-            for i, st in zip(local_idx, stats, strict=True):
-                out[i] = st
+            if stats:  # the fused step returns none unless track_stats asks for them
+                for i, st in zip(local_idx, stats, strict=True):
+                    out[i] = st
         return [st for st in out if st is not None]
 
     def _update_local(
