@@ -34,7 +34,7 @@ if [ "$accounting" = yes ]; then
     if ! pgrep -x mariadbd >/dev/null; then
         mkdir -p /run/mysqld; chown mysql:mysql /run/mysqld
         [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null
-        runuser -u mysql -- /usr/sbin/mariadbd --socket=/run/mysqld/mysqld.sock \
+        setsid runuser -u mysql -- /usr/sbin/mariadbd --socket=/run/mysqld/mysqld.sock \
             --pid-file=/run/mysqld/mysqld.pid >/var/log/mysql-slurm.log 2>&1 &
         for _ in $(seq 1 30); do mysql -uroot -e "select 1" >/dev/null 2>&1 && break; sleep 1; done
     fi

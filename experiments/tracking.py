@@ -39,7 +39,10 @@ WANDB_INIT_TIMEOUT_S = 20.0
 TRAIN_LOSS = "train_loss"
 VALID_LOSS = "valid_loss"
 UPDATE_RMS = "update_rms"  # mean over tensors of RMS(U_t) (Adafactor.step_stats), Figure 1
-HISTORY_KEYS = (TRAIN_LOSS, VALID_LOSS, UPDATE_RMS)
+# Figure 1's series (models.lightning_module): the mean over weight matrices, and one named matrix
+UPDATE_RMS_MATRICES = "update_rms_matrices"
+UPDATE_RMS_MATRIX = "update_rms_matrix"
+HISTORY_KEYS = (TRAIN_LOSS, VALID_LOSS, UPDATE_RMS, UPDATE_RMS_MATRICES, UPDATE_RMS_MATRIX)
 # Summary (result.json's scalars = wandb.summary, written by experiments.runner.run_cell):
 BLEU = "bleu"
 PAPER_BLEU = "paper_bleu"

@@ -35,6 +35,8 @@ from experiments.tracking import (
     STATE_BYTES,
     SUMMARY_KEYS,
     UPDATE_RMS,
+    UPDATE_RMS_MATRICES,
+    UPDATE_RMS_MATRIX,
     VALID_LOSS,
     atomic_write,
     atomic_write_json,
@@ -129,7 +131,16 @@ def _curve_sections(p: TableProvider, scale: str) -> list[SectionSpec]:
                         runset=p.name)]
 
 
-_SECTIONS = {"grid": _grid_sections, "sweep": _sweep_sections}
+def _figure1_sections(p: TableProvider, scale: str) -> list[SectionSpec]:
+    """Figure 1: RMS(U_t) against step for each row, one named matrix and the mean over them."""
+    return [SectionSpec(
+        f"{p.name}: RMS(U_t) against step, row {row}", (p.name, f"scale:{scale}", f"row:{row}"),
+        (PanelSpec("line", f"RMS(U_t), row {row}", (UPDATE_RMS_MATRIX, UPDATE_RMS_MATRICES),
+                   "history"),),
+        runset=f"{p.name} row {row}") for row in p.rows]
+
+
+_SECTIONS = {"grid": _grid_sections, "sweep": _sweep_sections, "figure1": _figure1_sections}
 
 
 def dashboard_spec(entity: str, project: str, tables: Sequence[str] | None = None,

@@ -203,7 +203,7 @@ def _dcp_load_and_compare(rank: int, world: int, path: str) -> dict:
     sd = {"model": msd, "optim": osd}
     dcp.load(sd, checkpoint_id=path)
     set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-    steps = [s["step"] for s in opt.state.values()]
+    steps = [float(s["step"]) for s in opt.state.values()]  # 0-dim tensors, as in torch.optim
     _train(model, opt, range(5, 10), rank, world)
     ref = _model()
     ref_opt = _make_optimizer("P", list(ref.parameters()))
@@ -314,8 +314,8 @@ def test_state_bytes_per_rank(world_results) -> None:
         return -(-k // world)
 
     # R (and the vector's full statistic) 1/world per rank, C whole; (3, 6, 5) is sharded on its
-    # leading dim, so both of its statistics are split.
-    expected = 4 * (rows(7) + 5 + rows(7) + rows(3) * (6 + 5) + rows(9) + 4)
+    # leading dim, so both of its statistics are split. Plus one 4-byte step counter per tensor.
+    expected = 4 * (rows(7) + 5 + rows(7) + rows(3) * (6 + 5) + rows(9) + 4) + 4 * 4
     assert case["bytes_local"] == expected
     replicated = res["dtensor"]["replicate/C"]
     assert replicated["bytes_local"] == replicated["bytes_single"]

@@ -54,7 +54,11 @@ def test_table2_spec_has_the_issue_panels_keys_and_filters() -> None:
 def test_every_table_has_a_section_and_the_frontier_plots_state_vs_loss() -> None:
     spec = dashboard.dashboard_spec("team", "proj", scale="base")
     tables = {s.tags[0] for s in spec.sections}
-    assert tables == {"table2", "table3", "frontier"}  # table1 is an excerpt of table2's runs
+    # table1 is an excerpt of table2's runs; the sensitivity study gets its loss curves
+    assert tables == {"table2", "table3", "frontier", "figure1", "sensitivity"}
+    figure1 = [s for s in spec.sections if s.tags[0] == "figure1"]
+    assert [s.tags[-1] for s in figure1] == ["row:A", "row:G"]
+    assert figure1[0].panels[0].y == ("update_rms_matrix", "update_rms_matrices")
     scatter = [p for _, p in _panels(spec) if p.kind == "scatter"]
     assert [(p.x, p.y) for p in scatter] == [("optimizer_state_bytes", ("valid_loss",))]
 

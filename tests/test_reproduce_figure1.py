@@ -37,13 +37,15 @@ def test_figure1_cells_run_the_papers_schedule_unscaled() -> None:
 
 def test_reuse_check_compares_with_the_cells_own_preset(tmp_path: Path) -> None:
     cell_id = "figure1/G/warmup/seed0"
-    preset = resolve_cell_preset(get_cell(cell_id), "tiny")
-    write_result(tmp_path, cell_id, 1.0)
+    cell = get_cell(cell_id)
+    preset = resolve_cell_preset(cell, "tiny")
+    write_result(tmp_path, cell_id, 1.0, steps=3000)
     atomic_write_json(tmp_path / cell_id / "config.json",
-                      {"cell": get_cell(cell_id).as_dict(), "scale": preset.as_dict()})
-    check_existing_results(tmp_path, [cell_id], "tiny", {})  # its 3000 steps are what it asks
-    with pytest.raises(UsageError, match="steps: 3000 there, 12 now"):
-        check_existing_results(tmp_path, [cell_id], "tiny", {"steps": 12})
+                      {"cell": cell.as_dict(), "scale": preset.as_dict()})
+    done, pending = check_existing_results(tmp_path, [cell], "tiny", {}, act=False, log=print)
+    assert (done, pending) == ([cell_id], [])  # its own 3000 steps are what it asks for
+    with pytest.raises(UsageError, match="steps"):
+        check_existing_results(tmp_path, [cell], "tiny", {"steps": 12}, act=False, log=print)
 
 
 def test_trailing_mean_covers_the_last_window_steps() -> None:
