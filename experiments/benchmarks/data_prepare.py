@@ -32,9 +32,12 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +126,7 @@ def _child_rank(a: dict[str, Any]) -> dict[str, Any]:
     from data.datamodule import PadCollator, TranslationData
 
     imported = time.time()
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timedelta(seconds=300))  # a dead peer: fail
     rank, world = dist.get_rank(), dist.get_world_size()
     dm = TranslationData("wmt14", corpus_path=a["corpus"], vocab_size=a["vocab_size"],
                          max_tokens=a["max_tokens"], cache_dir=a["cache"], max_len=a["max_len"])
@@ -207,24 +210,68 @@ CHILDREN = {"prepare": _child_prepare, "first_step": _child_first_step, "rank": 
 def _run_child(name: str, args: dict[str, Any], *, pythonpath: Path = REPO,
                env: dict[str, str] | None = None) -> subprocess.Popen:
     payload = json.dumps({**args, "started": time.time()})
+    # stderr goes to a file (read back when the child fails): a pipe nobody reads could fill up.
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by _finish)
     # Run as a script, so that with --baseline-src the data code comes from that checkout.
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--child", name, payload],
-        cwd=pythonpath, stdout=subprocess.PIPE, text=True,
+        cwd=pythonpath, stdout=subprocess.PIPE, stderr=errors, text=True,
         env={**os.environ, "PYTHONPATH": str(pythonpath), **(env or {})},
     )
+    proc.errors = errors  # type: ignore[attr-defined]
+    return proc
 
 
-def _reap(proc: subprocess.Popen, started: float) -> dict[str, Any]:
-    _, status, usage = os.wait4(proc.pid, 0)
+def _finish(proc: subprocess.Popen, status: int, usage: Any, started: float) -> dict[str, Any]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     out = proc.stdout.read() if proc.stdout else ""
+    errors = proc.errors  # type: ignore[attr-defined]
     if proc.returncode != 0:
-        raise RuntimeError(f"child {proc.args[3]} failed with {proc.returncode}: {out[-2000:]}")
+        errors.seek(0)
+        raise RuntimeError(f"child {proc.args[3]} failed with {proc.returncode}: "
+                           f"{out[-1000:]}{errors.read()[-2000:]}")
+    errors.close()
     result = json.loads(out.strip().splitlines()[-1])
     result.update(wall_s=round(time.time() - started, 2),
                   peak_rss_gb=round(usage.ru_maxrss * 1024 / 1e9, 3))
     return result
+
+
+def _reap(proc: subprocess.Popen, started: float) -> dict[str, Any]:
+    _, status, usage = os.wait4(proc.pid, 0)
+    return _finish(proc, status, usage, started)
+
+
+def _reap_all(procs: list[subprocess.Popen], started: float,
+              timeout_s: float) -> list[dict[str, Any]]:
+    """Reap processes that run together (gloo ranks): if one fails or time runs out, the others
+    are killed at once instead of waiting on a peer that is gone."""
+    results: dict[int, dict[str, Any]] = {}
+    deadline = time.time() + timeout_s
+    try:
+        while len(results) < len(procs):
+            for proc in procs:
+                if proc.pid in results:
+                    continue
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    results[proc.pid] = _finish(proc, status, usage, started)
+            if time.time() > deadline:
+                raise RuntimeError(f"{len(procs)} processes run together did not finish in "
+                                   f"{timeout_s:.0f} s")
+            time.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.pid not in results and proc.returncode is None:
+                proc.kill()
+                proc.wait()
+    return [results[p.pid] for p in procs]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def measure(name: str, args: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -265,12 +312,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _report(f"first step, {args.baseline_src} (round {round_})",
                     rows[f"baseline_first_step_{round_}"])
     if args.ranks > 1:
-        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000),
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
                "WORLD_SIZE": str(args.ranks)}
         started = time.time()
         procs = [_run_child("rank", common, env={**env, "RANK": str(r)})
                  for r in range(args.ranks)]
-        ranks = [_reap(p, started) for p in procs]
+        ranks = _reap_all(procs, started, timeout_s=600)
         rows["gloo_ranks"] = ranks
         for r in ranks:
             _report(f"gloo rank {r['rank']} of {args.ranks} (at once)", r)
