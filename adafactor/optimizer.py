@@ -260,6 +260,7 @@ class Adafactor(torch.optim.Optimizer):
         all_scalars: list[StepScalars] = []
         self._validate_step()  # every parameter first: a bad one leaves all state untouched
         all_params: list[torch.Tensor] = []
+        stepped = False
         for group in self.param_groups:
             eps1, eps2 = group["eps"]
             hp = GroupHyper(
@@ -286,6 +287,7 @@ class Adafactor(torch.optim.Optimizer):
                 modes.append(self._mode(p, group))
             if not params:
                 continue
+            stepped = True
             torch._foreach_add_([s["step"] for s in states], 1.0)  # one op for all counters
             scalars = self._group_scalars(states, group)
             stats = self._update_group(group, params, grads, states, modes, scalars, hp)
@@ -293,8 +295,9 @@ class Adafactor(torch.optim.Optimizer):
                 all_stats.extend(stats)
                 all_scalars.extend(scalars)
                 all_params.extend(params)
-        self._last_stats, self._last_scalars = all_stats, all_scalars
-        self._last_params = all_params
+        if stepped:  # a step without gradients (e.g. a skipped batch) keeps the last stats
+            self._last_stats, self._last_scalars = all_stats, all_scalars
+            self._last_params = all_params
         return loss
 
     def _update_group(

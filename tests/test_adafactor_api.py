@@ -380,3 +380,17 @@ def test_worker_threads_give_bitwise_identical_results(dtype, implementation):
         torch.set_num_threads(previous)
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_step_without_gradients_keeps_the_last_steps_stats() -> None:
+    """Lightning calls step() for a batch whose loss was skipped (a blow-up stop): no parameter
+    has a gradient then, and step_stats() must still describe the last real step, not raise."""
+    w = torch.nn.Parameter(torch.randn(8, 6))
+    opt = Adafactor([w], track_stats=True)
+    w.grad = torch.randn(8, 6)
+    opt.step()
+    before = opt.step_stats()
+    w.grad = None
+    opt.step()
+    assert opt.step_stats() == before
+    assert float(opt.state[w]["step"]) == 1.0
