@@ -23,13 +23,14 @@ the phase in which gradients change fast and the estimate lags, and (2) make the
 enough that unclipped overshoots destabilise training while RMS-clipped (d = 1), momentum and
 fast-decay updates stay stable.
 
-tiny preset: F = 50 (the warmup ramp / no-warmup plateau over the first 200 of 400 steps, then
-1/sqrt decay), lr_scale = 8.5, relative_lr_scale = 5. These values came from a settings search
-scored against the paper's collapse pattern; issue 10 replaces it by a rule written down before
-any run is scored (docs/calibration.md section 1: the warmup or plateau ends at half the run, one
-width-matched multiplier m taken from row B with warmup alone on the sensitivity grid). Until the
-sensitivity grid has been run the values stay as they are, so that Table 2's committed numbers
-stay the code's numbers; the search's lab notes are in docs/calibration.md section 4.
+tiny preset: the calibration rule of docs/calibration.md section 1, written down before any run
+was scored: the warmup ramp / no-warmup plateau ends at half the run (F = 10^4 / 200 = 50 for 400
+steps, then 1/sqrt decay), and one step-size multiplier m, width-matched (lr_scale = m sqrt(512 /
+64) = 8.94, relative_lr_scale = m), with m = 3.16 taken from row B with warmup alone: the grid
+point of the sensitivity grid with B's best final validation loss (docs/calibration.md section 3a).
+The no-warmup collapse pattern is a prediction of that rule, never a target. The earlier values
+(lr_scale 8.5, relative_lr_scale 5) came from a settings search scored against the paper's pattern;
+its lab notes are in docs/calibration.md section 4.
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from data.corpora import CORPUS_NAMES
+from experiments.step_size_rule import half_run_time_rescale, width_matched_lr_scale
 from models.presets import PRESETS
 
 PAPER_STEPS = 100_000
+TINY_STEPS = 400
+# m of the calibration rule, read from sensitivity/B/warmup-m<m>/seed0 alone (docs/calibration.md).
+TINY_STEP_SIZE_MULTIPLIER = 3.16
 
 SHARED_DATA = Path(os.environ.get("ADAFACTOR_SHARED_DATA", Path(__file__).resolve().parents[2]
                                   / "shared" / "data"))
@@ -108,8 +113,8 @@ def _presets() -> dict[str, ScalePreset]:
             corpus="embedded",
             vocab_size=1000,
             max_tokens=1024,
-            steps=400,
-            time_rescale=50.0,
+            steps=TINY_STEPS,
+            time_rescale=half_run_time_rescale(TINY_STEPS),
             val_interval=100,
             checkpoint_interval=100,
             eval_split="valid",
@@ -117,8 +122,8 @@ def _presets() -> dict[str, ScalePreset]:
             decode="greedy",
             beam_size=1,
             length_penalty=0.6,
-            lr_scale=8.5,
-            relative_lr_scale=5.0,
+            lr_scale=width_matched_lr_scale(TINY_STEP_SIZE_MULTIPLIER, PRESETS["tiny"]["d_model"]),
+            relative_lr_scale=TINY_STEP_SIZE_MULTIPLIER,
             torch_threads=1,
         ),
         "small": ScalePreset(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from experiments.calibration import (
@@ -32,3 +34,16 @@ def test_cells_without_their_own_settings_get_the_scale_preset(table: str) -> No
         wanted = scale_preset(scale, steps=123)
         for cell in REGISTRY.table_cells(table):
             assert resolve_cell_preset(cell, scale, {"steps": 123}) == wanted, cell.cell_id
+
+
+def test_the_tiny_preset_is_the_rule_at_the_calibrated_multiplier() -> None:
+    """Table 2's B with warmup trains with exactly the preset of the sensitivity grid's point
+    m = 3.16 (only the grid's blow-up stop differs), so the preset is the rule, not a search."""
+    tiny = scale_preset("tiny")
+    assert tiny.time_rescale == 50.0
+    assert tiny.lr_scale == width_matched_lr_scale(3.16, 64)
+    assert tiny.relative_lr_scale == 3.16
+    table2 = resolve_cell_preset(REGISTRY.get_cell("table2/B/warmup/seed0"), "tiny")
+    grid = resolve_cell_preset(REGISTRY.get_cell("sensitivity/B/warmup-m3.16/seed0"), "tiny")
+    assert grid.blowup_factor == 2.0 and table2.blowup_factor is None
+    assert dataclasses.replace(grid, blowup_factor=None) == table2
