@@ -118,6 +118,7 @@ class TableProvider:
     agreement_rows: tuple[str, ...] = ()  # rows whose collapse is compared with the paper's
     column_titles: Mapping[str, str] = field(default_factory=dict)
     update_rms_plot: bool = False  # also draw the paper's Figure 1 from this table's rows A, G
+    companions: tuple[str, ...] = ()  # tables run and rendered with this one (Table 2: Figure 1)
     prepare: Prepare | None = None  # e.g. the frontier's state measurement on Transformer base
     prepare_flag: str = ""  # its CLI flag: --no-<flag> on the table command, --<flag> on render
     prepare_help: str = ""

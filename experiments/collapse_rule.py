@@ -18,6 +18,8 @@ COLLAPSED = "collapsed"
 SLOW = "slow"
 TRAINED = "trained"
 VERDICTS = (DIVERGED, COLLAPSED, SLOW, TRAINED)
+PLATEAU = "plateau"  # collapsed: never left the unigram plateau
+GAVE_BACK = "gave back"  # collapsed: gave back more than half its progress
 
 GIVE_BACK_FRACTION = 0.5  # of the progress (first loss - running minimum)
 UNIGRAM_FRACTION = 0.9  # final loss >= this x the unigram level: never left the plateau
@@ -30,23 +32,28 @@ class Verdict:
 
     verdict: str
     reason: str
+    kind: str = ""  # a collapse's kind: PLATEAU or GAVE_BACK
 
     @property
     def collapsed(self) -> bool:
         return self.verdict in (DIVERGED, COLLAPSED)
+
+    @property
+    def label(self) -> str:
+        """One word or two for a table: diverged, plateau, gave back, slow, trained."""
+        return self.kind or self.verdict
 
 
 def curve_verdict(losses: Sequence[float], unigram_level: float, *,
                   stopped_nonfinite: bool = False) -> Verdict:
     """The verdict on one run from its loss curve in step order (validation losses, the final
     evaluation last). ``stopped_nonfinite``: the run stopped on a non-finite training loss."""
+    values = [float(v) for v in losses]
+    diverged = _divergence(values, stopped_nonfinite)
+    if diverged is not None:
+        return diverged
     if not unigram_level > 0 or not math.isfinite(unigram_level):
         raise ValueError(f"unigram level must be a positive finite loss, got {unigram_level!r}")
-    values = [float(v) for v in losses]
-    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-    if stopped_nonfinite or bad:
-        where = f" (point {bad[0] + 1} of {len(values)})" if bad else " (training loss)"
-        return Verdict(DIVERGED, "non-finite loss" + where)
     if not values:
         raise ValueError("curve_verdict needs at least one loss")
     final = values[-1]
@@ -58,15 +65,23 @@ def curve_verdict(losses: Sequence[float], unigram_level: float, *,
         if progress > 0 and value > line and all(v > line for v in values[i:]):
             return Verdict(COLLAPSED, f"gave back more than half its progress: rose from "
                            f"{running_min:.3f} to {value:.3f} (started at {values[0]:.3f}) "
-                           f"and stayed above {line:.3f}")
+                           f"and stayed above {line:.3f}", GAVE_BACK)
     threshold = UNIGRAM_FRACTION * unigram_level
     if final >= threshold:
         return Verdict(COLLAPSED, f"ended at {final:.3f} >= {UNIGRAM_FRACTION} x the unigram "
-                       f"level {unigram_level:.3f}")
+                       f"level {unigram_level:.3f}", PLATEAU)
     if len(values) >= 2 and values[-2] - final > SLOW_FRACTION * values[-2]:
         return Verdict(SLOW, f"still falling: {values[-2]:.3f} -> {final:.3f} over the last "
                        "interval")
     return Verdict(TRAINED, f"ended at {final:.3f}")
+
+
+def _divergence(values: Sequence[float], stopped_nonfinite: bool) -> Verdict | None:
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if stopped_nonfinite or bad:
+        where = f" (point {bad[0] + 1} of {len(values)})" if bad else " (training loss)"
+        return Verdict(DIVERGED, "non-finite loss" + where)
+    return None
 
 
 def loss_curve(records: Sequence[dict], result: dict | None = None,
@@ -87,6 +102,18 @@ def loss_curve(records: Sequence[dict], result: dict | None = None,
     if not points and result is not None and result.get(key) is not None:
         losses = [_as_float(result[key])]
     return losses, stopped
+
+
+def run_verdict(records: Sequence[dict], result: dict, unigram_level: float | None
+                ) -> Verdict | None:
+    """The verdict on one finished run from its metrics records and result.json; None when it
+    did not diverge and its unigram level is unknown (not measured), or it has no loss at all."""
+    losses, stopped = loss_curve(records, result)
+    if unigram_level is None:
+        return _divergence([float(v) for v in losses], stopped)
+    if not (losses or stopped):
+        return None
+    return curve_verdict(losses, unigram_level, stopped_nonfinite=stopped)
 
 
 def _as_float(value: object) -> float:

@@ -239,13 +239,13 @@ def _paper_table(name: str, title: str, rows: tuple[str, ...], **fields: Any) ->
 TABLE1 = _paper_table(
     "table1", "Table 1", TABLE1_ROWS, row_columns=grid_columns(WARMUP_COLUMNS),
     build_cell=_build_table2("table1"), source="table2", agreement_rows=TABLE1_ROWS,
-    update_rms_plot=True,
+    update_rms_plot=True, companions=("figure1",),
     caption="Table 1: slow (beta2 = 0.999, row A) vs fast (beta2 = 0.9, row G) second-moment "
     "decay, with and without step-size warmup (an excerpt of Table 2).",
 )
 TABLE2 = _paper_table(
     "table2", "Table 2", TABLE2_ROWS, row_columns=grid_columns(WARMUP_COLUMNS),
-    build_cell=_build_table2("table2"), update_rms_plot=True,
+    build_cell=_build_table2("table2"), update_rms_plot=True, companions=("figure1",),
     agreement_rows=tuple(r for r in TABLE2_ROWS if r not in _SGD_MULTIPLIERS),  # A-P, 32 cells
     caption="Table 2: BLEU per optimizer variant, with and without warmup (s_t = min(1e-6 t, "
     "1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without).",

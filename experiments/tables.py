@@ -10,23 +10,32 @@ from __future__ import annotations
 from dataclasses import replace
 
 from experiments import figure1, frontier, grid, memory_report, sensitivity, unigram
-from experiments.cells import Cell, Registry, TableProvider
+from experiments.cells import Cell, Prepare, Registry, TableProvider
+
+
+def _measure_unigram_levels(table: TableProvider) -> Prepare:
+    """The table's prepare step: the unigram level its cells' curves are read against (the
+    cells of a table with a source live under the source's folder)."""
+    return lambda results_dir, rows: unigram.measure_unigram_levels(
+        results_dir, table.source or table.name, rows)
+
+
+UNIGRAM_PREPARE = dict(
+    prepare_flag="unigram-level",
+    prepare_help="measure the unigram level of the corpus (the curve rule's plateau line; a "
+    "few seconds) into <results-dir>/<table>/unigram.json",
+)
 
 REGISTRY = Registry([
-    *grid.PROVIDERS,
+    *(replace(p, prepare=_measure_unigram_levels(p), **UNIGRAM_PREPARE) for p in grid.PROVIDERS),
     replace(
         frontier.PROVIDER, prepare=memory_report.measure_base_state, prepare_flag="base-state",
         prepare_help="measure each optimizer's state on Transformer base (one CPU step each, "
         "about 5 s) where <results-dir>/frontier/base_state_bytes.json lacks it",
     ),
     figure1.PROVIDER,
-    replace(
-        sensitivity.PROVIDER, prepare=lambda results_dir, rows: unigram.measure_unigram_levels(
-            results_dir, sensitivity.SENSITIVITY, rows),
-        prepare_flag="unigram-level",
-        prepare_help="measure the unigram level of the corpus (the curve rule's plateau line; a "
-        "few seconds) into <results-dir>/sensitivity/unigram.json",
-    ),
+    replace(sensitivity.PROVIDER, prepare=_measure_unigram_levels(sensitivity.PROVIDER),
+            **UNIGRAM_PREPARE),
 ])
 
 

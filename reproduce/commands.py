@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from experiments.preflight import MIN_FREE_BYTES, PreflightError, check_folder, 
 from experiments.tables import get_cell, provider
 from reproduce import slurm
 from reproduce.errors import Interrupted, UsageError
-from reproduce.local import run_cells_locally
+from reproduce.local import CellOutcome, run_cells_locally
 from reproduce.overrides import check_overrides, parse_set_args
 from reproduce.render import render_tables
 from reproduce.selection import (
@@ -78,6 +79,18 @@ def _render_and_print(tables: Sequence[str], results_dir: Path, tables_dir: Path
         print()
         print(r.markdown)
         print(f"wrote {', '.join(str(p) for p in r.paths)}")
+
+
+def cell_cost_line(outcomes: Sequence[CellOutcome]) -> str:
+    """What the cells took each, and so what the same queue takes on more cores (each cell runs
+    on one core at tiny scale: the wall time of N cores is about the sum over cells / N)."""
+    times = sorted(o.wall_s for o in outcomes)
+    if not times:
+        return "no cell ran"
+    total = sum(times)
+    return (f"per cell: median {statistics.median(times):.0f} s, {times[0]:.0f}-{times[-1]:.0f} s, "
+            f"{total:.0f} s in all: about {total / 8 / 60:.1f} min on 8 workers, "
+            f"{total / 32 / 60:.1f} min on 32")
 
 
 def _fetch_wandb(args: argparse.Namespace, tables: Sequence[str]) -> Path:
@@ -157,6 +170,7 @@ def _run_selected(args: argparse.Namespace, tables: Sequence[str], cells: Sequen
         )
         failed = [o for o in outcomes if o.status == "failed"]
         print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
+        print(cell_cost_line(outcomes))
     try:
         _prepare(prepares, results_dir, args.rows)
         _render_and_print(tables, results_dir, args.tables_dir)

@@ -19,13 +19,19 @@ from reproduce.errors import UsageError
 
 
 def expand_tables(name: str) -> list[str]:
-    """``all`` -> the paper's tables; a table's name -> itself; anything else is a UsageError."""
+    """``all`` -> the paper's tables; a table's name -> itself; each followed by the tables
+    that go with it (Table 2's Figure 1); anything else is a UsageError."""
     if name == "all":
-        return REGISTRY.paper_tables()
-    if name not in REGISTRY.names():
+        names = REGISTRY.paper_tables()
+    elif name in REGISTRY.names():
+        names = [name]
+    else:
         raise UsageError(f"unknown table {name!r}; valid: {', '.join(REGISTRY.paper_tables())}, "
                          f"all, {', '.join(t for t in REGISTRY.names() if not provider(t).in_all)}")
-    return [name]
+    tables: list[str] = []
+    for table in names:
+        tables += [t for t in (table, *provider(table).companions) if t not in tables]
+    return tables
 
 
 def expand_all(names: Sequence[str]) -> list[str]:

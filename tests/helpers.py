@@ -16,7 +16,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: str = "tiny",
-                 metrics: list[dict] | None = None, steps: int = 400) -> dict:
+                 metrics: list[dict] | None = None, steps: int = 400,
+                 valid_loss: float = 4.5) -> dict:
     """One cell's result.json (and metrics.jsonl) as experiments.runner writes them."""
     table, row, column, seed = cell_id.split("/")
     diverged = bleu == "diverged"
@@ -27,7 +28,8 @@ def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: s
         "bleu": None if diverged else float(bleu), "bleu_signature": SIGNATURE,
         "tokenized_bleu": None if diverged else float(bleu) + 1.0,
         "tokenized_bleu_signature": "nrefs:1|case:mixed|eff:no|tok:intl|smooth:exp|version:2.4.2",
-        "bleu_recipe": RECIPE, "valid_loss": 4.5, "train_loss": 4.4, "steps": steps,
+        "bleu_recipe": RECIPE, "valid_loss": valid_loss, "train_loss": valid_loss - 0.1,
+        "steps": steps,
     }
     atomic_write_json(results_dir / cell_id / "result.json", result)
     if metrics is not None:
@@ -46,13 +48,39 @@ def curve(rms_peak: float) -> list[dict]:
     return rows
 
 
+# The unigram level the fixtures' curves are read against: a curve that stays at it is a plateau.
+UNIGRAM_LEVEL = 6.0
+
+
+def plateau_curve() -> list[dict]:
+    """A run that never leaves the unigram plateau (collapsed by the curve rule)."""
+    return [{"step": step, "train_loss": UNIGRAM_LEVEL, "update_rms": 1.0,
+             **({"valid_loss": UNIGRAM_LEVEL} if step % 100 == 0 else {})}
+            for step in range(10, 410, 10)]
+
+
+def write_unigram_levels(results_dir: Path, table: str, cell_ids: list[str],
+                         level: float = UNIGRAM_LEVEL) -> None:
+    """<results_dir>/<table>/unigram.json as experiments.unigram writes it."""
+    atomic_write_json(results_dir / table / "unigram.json", {"levels": [
+        {"settings": {"corpus": "embedded"}, "unigram_loss": level, "cells": sorted(cell_ids)}]})
+
+
 def paper_like_results(results_dir: Path, flips: dict[str, float | str] | None = None) -> None:
-    """Every Table 2 cell with the paper's BLEU, except the cells in ``flips``."""
+    """Every Table 2 cell with the paper's BLEU, except the cells in ``flips``; a cell under
+    5 BLEU stays on the unigram plateau, the others learn (rows A, G, B with an update_rms
+    series), and the unigram level is recorded for every cell."""
     flips = flips or {}
-    for cell in table_cells("table2"):
+    cells = table_cells("table2")
+    for cell in cells:
         bleu = flips.get(cell.cell_id, cell.paper_bleu)
+        if bleu != "diverged" and float(bleu) < 5.0:
+            write_result(results_dir, cell.cell_id, bleu, metrics=plateau_curve(),
+                         valid_loss=UNIGRAM_LEVEL)
+            continue
         metrics = curve(50.0 if cell.row == "A" else 5.0) if cell.row in ("A", "G", "B") else None
         write_result(results_dir, cell.cell_id, bleu, metrics=metrics)
+    write_unigram_levels(results_dir, "table2", [c.cell_id for c in cells])
 
 
 # --- real processes: python -m reproduce, and the /proc process tree ---------------------------

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import write_result
+from helpers import UNIGRAM_LEVEL, plateau_curve, write_result, write_unigram_levels
 
 from experiments.cells import Registry, TableProvider, check_column, parse_cell_id
 from experiments.grid import PROVIDERS, TABLE2
@@ -54,10 +54,14 @@ def test_a_new_provider_registers_without_other_changes(tmp_path: Path) -> None:
         Registry([FIGURE1, FIGURE1])
 
     write_result(tmp_path / "results", "figure1/A/warmup/seed0", 25.0)
-    write_result(tmp_path / "results", "figure1/G/warmup/seed0", 3.0)
+    write_result(tmp_path / "results", "figure1/G/warmup/seed0", 3.0, metrics=plateau_curve(),
+                 valid_loss=UNIGRAM_LEVEL)
+    write_unigram_levels(tmp_path / "results", "figure1",
+                         ["figure1/A/warmup/seed0", "figure1/G/warmup/seed0"])
     inputs = Inputs(load_results(tmp_path / "results"), tmp_path / "results")
     rendered = render_grid(FIGURE1, inputs, tmp_path / "tables")
-    assert sorted(p.name for p in rendered.paths) == ["figure1.csv", "figure1.md", "figure1.tex"]
+    assert sorted(p.name for p in rendered.paths) == [
+        "figure1.csv", "figure1.md", "figure1.tex", "figure1_valid_loss.png"]  # G has a curve
     assert rendered.markdown.startswith("# Figure 1's rows as a table.")
-    # G (3.0) is below a quarter of A (25.0): collapsed, which the paper's 18.4 is not.
+    # G stays on the unigram plateau: collapsed, which the paper's 18.4 is not.
     assert "collapse agrees with the paper in 1/2 cells of all rows" in rendered.markdown

@@ -1,5 +1,5 @@
 """Rendering paper_tables/ from result.json files (fixture data written here, in the runner's
-format), the collapse rule and the agreement count."""
+format), the curve collapse rule beside the secondary BLEU rule, and the agreement count."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import PNG_MAGIC, SIGNATURE, paper_like_results, write_result
+from helpers import (
+    PNG_MAGIC,
+    SIGNATURE,
+    UNIGRAM_LEVEL,
+    paper_like_results,
+    plateau_curve,
+    write_result,
+    write_unigram_levels,
+)
+from helpers import curve as helpers_curve
 
 from experiments.tables import table_cells
+from experiments.unigram import load_unigram_levels
 from reproduce.collapse import collapsed_cells
-from reproduce.render import render_tables
-from reproduce.render.table_data import build_table
+from reproduce.render import Inputs, render_tables
+from reproduce.render.table_data import TableData, build_table
 from reproduce.render.table_text import csv_text, latex, markdown
 
 
@@ -28,7 +38,7 @@ def test_table2_agreement_counts_disagreements(tmp_path: Path) -> None:
     # Ours: A without warmup did NOT collapse (paper: 0.1) and E with warmup did not (paper 0.3).
     flips = {"table2/A/no-warmup/seed0": 20.0, "table2/E/warmup/seed0": 24.0}
     paper_like_results(tmp_path, flips)
-    data = build_table("table2", json.loads(json.dumps(_load(tmp_path))))
+    data = _table("table2", tmp_path)
     assert data.agreement() == (30, 32, 32)
     text = markdown(data)
     assert "collapse agrees with the paper in 30/32 cells of rows A-P" in text
@@ -41,7 +51,7 @@ def test_table2_agreement_counts_disagreements(tmp_path: Path) -> None:
 
 def test_table2_csv_has_all_44_cells(tmp_path: Path) -> None:
     paper_like_results(tmp_path)
-    rows = list(csv.DictReader(csv_text(build_table("table2", _load(tmp_path))).splitlines()))
+    rows = list(csv.DictReader(csv_text(_table("table2", tmp_path)).splitlines()))
     assert len(rows) == 44
     assert {r["warmup"] for r in rows} == {"yes", "no"}
     by_cell = {(r["row"], r["warmup"]): r for r in rows}
@@ -50,14 +60,23 @@ def test_table2_csv_has_all_44_cells(tmp_path: Path) -> None:
     assert float(by_cell[("N", "yes")]["bleu"]) == pytest.approx(25.9)
     assert by_cell[("N", "yes")]["paper_bleu"] == "25.9"
     assert by_cell[("A", "no")]["collapsed"] == "yes"
+    assert by_cell[("A", "no")]["verdict"] == "plateau"
+    assert by_cell[("A", "no")]["bleu_quarter_collapsed"] == "yes"
+    assert float(by_cell[("A", "no")]["unigram_level"]) == UNIGRAM_LEVEL
     assert by_cell[("A", "yes")]["collapsed"] == "no"
+    assert by_cell[("A", "yes")]["verdict"] == "slow"  # 5.5 -> 4.5 over its last interval
+    assert by_cell[("Q6", "yes")]["verdict"] == "diverged"
     assert all(r["collapse_agrees"] == "yes" for r in rows if not r["row"].startswith("Q"))
 
 
 def test_missing_cells_are_marked_not_run(tmp_path: Path) -> None:
     write_result(tmp_path, "table2/A/warmup/seed0", 20.0)
     write_result(tmp_path, "table2/A/no-warmup/seed0", "diverged")
-    data = build_table("table2", _load(tmp_path))
+    data = _table("table2", tmp_path)  # no unigram level yet: only the diverged run is judged
+    assert data.agreement() == (1, 1, 32)
+    assert "1 run but not judged: no unigram level measured" in data.agreement_line()
+    write_unigram_levels(tmp_path, "table2", ["table2/A/warmup/seed0"])
+    data = _table("table2", tmp_path)
     assert data.n_results == 2
     assert data.agreement() == (2, 2, 32)
     assert "(30 of them not run yet)" in data.agreement_line()
@@ -70,7 +89,7 @@ def test_missing_cells_are_marked_not_run(tmp_path: Path) -> None:
 def test_table1_reuses_table2_rows_a_and_g(tmp_path: Path) -> None:
     write_result(tmp_path, "table2/A/warmup/seed0", 21.0)
     write_result(tmp_path, "table2/G/no-warmup/seed0", 12.0)
-    data = build_table("table1", _load(tmp_path))
+    data = _table("table1", tmp_path)
     assert data.cell("A", "warmup").bleu == pytest.approx(21.0)
     assert data.cell("G", "no-warmup").bleu == pytest.approx(12.0)
     assert data.cell("A", "no-warmup").result is None
@@ -81,17 +100,39 @@ def test_table1_reuses_table2_rows_a_and_g(tmp_path: Path) -> None:
 
 def test_table3_columns_are_optimizers(tmp_path: Path) -> None:
     for cell in table_cells("table3"):
-        write_result(tmp_path, cell.cell_id, 3.0 if cell.row == "naive1" else 20.0)
-    data = build_table("table3", _load(tmp_path))
+        if cell.row == "naive1":
+            write_result(tmp_path, cell.cell_id, 3.0, metrics=plateau_curve(),
+                         valid_loss=UNIGRAM_LEVEL)
+        else:
+            write_result(tmp_path, cell.cell_id, 20.0)
+    write_unigram_levels(tmp_path, "table3", [c.cell_id for c in table_cells("table3")])
+    data = _table("table3", tmp_path)
     assert data.columns == ("adam", "adafactor")
-    assert data.cell("naive1", "adam").collapsed is True  # 3.0 < 20/4
+    assert data.cell("naive1", "adam").collapsed is True  # on the plateau
+    assert data.cell("naive1", "adam").bleu_collapsed is True  # 3.0 < 20/4
     assert data.agreement() == (4, 6, 6)
     assert "Adafactor: ours" in markdown(data)
 
 
+def test_a_slow_learner_is_not_a_collapse_whatever_its_bleu(tmp_path: Path) -> None:
+    """The issue's point: a run still learning at the end is slow, not collapsed, even when
+    its BLEU is far below the column's best (the secondary rule still says so, labelled)."""
+    paper_like_results(tmp_path)
+    write_result(tmp_path, "table2/B/no-warmup/seed0", 2.0, metrics=helpers_curve(5.0))
+    data = _table("table2", tmp_path)
+    b = data.cell("B", "no-warmup")
+    assert b.verdict is not None and b.verdict.verdict == "slow" and b.collapsed is False
+    assert b.bleu_collapsed is True and b.paper_collapsed is False and b.agrees is True
+    row_b = next(line for line in markdown(data).splitlines() if line.startswith("| B |"))
+    assert "| 2.0 | slow |" in row_b and row_b.rstrip(" |").endswith("yes")
+    assert data.bleu_agreement() == (31, 32)
+    assert "by the secondary BLEU rule (below a quarter of the column's best) 31/32" in (
+        data.agreement_line())
+
+
 def test_latex_escapes_and_marks(tmp_path: Path) -> None:
     paper_like_results(tmp_path)
-    tex = latex(build_table("table2", _load(tmp_path)))
+    tex = latex(_table("table2", tmp_path))
     assert r"\begin{tabular}{llrrrr}" in tex and r"\end{table}" in tex
     assert r"$^\dagger$" in tex
     assert "1 - t^-0.8" not in tex and r"1 - t\textasciicircum{}-0.8" in tex
@@ -101,7 +142,7 @@ def test_latex_escapes_and_marks(tmp_path: Path) -> None:
 def test_mixed_scales_are_flagged(tmp_path: Path) -> None:
     write_result(tmp_path, "table2/A/warmup/seed0", 20.0, scale="tiny")
     write_result(tmp_path, "table2/B/warmup/seed0", 20.0, scale="small")
-    assert "MIXED" in markdown(build_table("table2", _load(tmp_path)))
+    assert "MIXED" in markdown(_table("table2", tmp_path))
 
 
 def test_render_tables_writes_files_and_plots(tmp_path: Path) -> None:
@@ -131,3 +172,10 @@ def _load(results_dir: Path) -> list[dict]:
     from experiments.tracking import load_results
 
     return load_results(results_dir)
+
+
+def _table(table: str, results_dir: Path) -> TableData:
+    """``table`` built as render_tables builds it: curves and unigram levels from the folder."""
+    inputs = Inputs(json.loads(json.dumps(_load(results_dir))), results_dir)
+    return build_table(table, inputs.results, inputs.metrics,
+                       load_unigram_levels(results_dir, "table2" if table == "table1" else table))

@@ -54,7 +54,8 @@ class Inputs:
 
 def render_grid(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:
     """<table>.{md,csv,tex}, <table>_valid_loss.png and (Tables 1, 2) figure1_update_rms.png."""
-    data = build_table(provider, inputs.results)
+    levels = load_unigram_levels(inputs.results_dir, provider.source or provider.name)
+    data = build_table(provider, inputs.results, inputs.metrics, levels)
     if data.n_results == 0:
         return None
     paths = write_table_files(data, out_dir)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.collapse_rule import Verdict, curve_verdict, loss_curve
+from experiments.collapse_rule import Verdict, loss_curve, run_verdict
 from experiments.grid import TABLE2, WARMUP_COLUMNS
 from experiments.sensitivity import MULTIPLIERS, SENSITIVITY, SENSITIVITY_ROWS, multiplier_column
 from experiments.tracking import series
@@ -152,12 +152,11 @@ def build_sensitivity(results: Sequence[dict[str, Any]], load_metrics: MetricsLo
 
 def _run(cell_id: str, result: dict[str, Any], records: list[dict[str, Any]],
          levels: dict[str, float], used: dict[float, int]) -> Run:
-    losses, stopped = loss_curve(records, result)
     level = levels.get(cell_id)
-    verdict = None
-    if level is not None and (losses or stopped):
-        verdict = curve_verdict(losses, level, stopped_nonfinite=stopped)
+    verdict = run_verdict(records, result, level)
+    if verdict is not None:
         used[level] = used.get(level, 0) + 1
+    _, stopped = loss_curve(records, result)
     final = None if stopped or result.get("valid_loss") is None else float(result["valid_loss"])
     if final is not None and not math.isfinite(final):
         final = None

@@ -1,16 +1,21 @@
-"""A grid table's cells matched with our results and marked collapsed or not (reproduce.collapse).
+"""A grid table's cells matched with our results and marked collapsed or not.
 
-Rows, columns, caption and compared rows come from the table's provider (experiments.tables);
-a cell whose table has a ``source`` (Table 1) also takes the result of its source cell.
+Our collapse is the curve rule (experiments.collapse_rule, docs/calibration.md section 2): read
+from the cell's validation-loss curve against the unigram level of its corpus. "BLEU below a
+quarter of the column's best" (reproduce.collapse) is kept beside it as a secondary mark, and it
+is the only mark the paper's numbers get (they are BLEU alone). Rows, columns, caption and
+compared rows come from the table's provider (experiments.tables); a cell whose table has a
+``source`` (Table 1) also takes the result of its source cell.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.cells import Cell, TableProvider
+from experiments.collapse_rule import Verdict, run_verdict
 from experiments.tables import provider as table_provider
 from experiments.tables import source_cell
 from reproduce.collapse import DIVERGED, collapsed_cells
@@ -23,8 +28,15 @@ class TableCell:
 
     cell: Cell
     result: dict[str, Any] | None
-    collapsed: bool | None = None
+    verdict: Verdict | None = None  # the curve rule's; None: not run, or no unigram level
+    bleu_collapsed: bool | None = None  # secondary: BLEU below a quarter of the column's best
     paper_collapsed: bool | None = None
+    unigram_level: float | None = None  # the level the verdict was read against
+
+    @property
+    def collapsed(self) -> bool | None:
+        """Collapsed by the curve rule (None: not run, or the rule could not be applied)."""
+        return None if self.verdict is None else self.verdict.collapsed
 
     @property
     def bleu(self) -> float | str | None:
@@ -49,6 +61,7 @@ class TableData:
     columns: tuple[str, ...]
     cells: dict[tuple[str, str], TableCell]
     provenance: dict[str, list[str]] = field(default_factory=dict)
+    unigram_levels: list[float] = field(default_factory=list)  # what the curves were read against
 
     @property
     def table(self) -> str:
@@ -61,28 +74,57 @@ class TableData:
     def n_results(self) -> int:
         return sum(c.result is not None for c in self.cells.values())
 
-    def agreement(self) -> tuple[int, int, int]:
-        """(cells agreeing with the paper on collapse, cells run, cells in the compared rows)."""
+    def _compared(self) -> list[TableCell]:
         rows = self.provider.agreement_rows
-        compared = [c for (row, _), c in self.cells.items() if row in rows]
+        return [c for (row, _), c in self.cells.items() if row in rows]
+
+    def agreement(self) -> tuple[int, int, int]:
+        """(cells agreeing with the paper on collapse by the curve rule, cells judged, cells in
+        the compared rows)."""
+        compared = self._compared()
         agree = sum(c.agrees is True for c in compared)
-        run = sum(c.agrees is not None for c in compared)
-        return agree, run, len(compared)
+        judged = sum(c.agrees is not None for c in compared)
+        return agree, judged, len(compared)
+
+    def bleu_agreement(self) -> tuple[int, int]:
+        """(cells agreeing by the secondary BLEU rule, cells run) in the compared rows."""
+        compared = [c for c in self._compared() if c.bleu_collapsed is not None]
+        return sum(c.bleu_collapsed == c.paper_collapsed for c in compared), len(compared)
 
     def agreement_line(self) -> str:
-        agree, run, total = self.agreement()
+        agree, judged, total = self.agreement()
         rows = self.provider.agreement_rows
         span = "all rows" if set(rows) == set(self.rows) else f"rows {rows[0]}-{rows[-1]}"
         line = f"collapse agrees with the paper in {agree}/{total} cells of {span}"
-        if run < total:
-            line += f" ({total - run} of them not run yet)"
+        compared = self._compared()
+        not_run = sum(c.result is None for c in compared)
+        unjudged = total - judged - not_run
+        notes = []
+        if not_run:
+            notes.append(f"{not_run} of them not run yet")
+        if unjudged:
+            notes.append(f"{unjudged} run but not judged: no unigram level measured")
+        if notes:
+            line += f" ({'; '.join(notes)})"
+        bleu_agree, bleu_run = self.bleu_agreement()
+        if bleu_run:
+            line += (f"; by the secondary BLEU rule (below a quarter of the column's best) "
+                     f"{bleu_agree}/{total}")
         return line
 
 
-def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]]) -> TableData:
-    """Match results to the cells of ``table`` (seed 0) and apply the collapse rule per column."""
+MetricsLoader = Callable[[str], list[dict[str, Any]]]
+
+
+def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],
+                load_metrics: MetricsLoader | None = None,
+                unigram_levels: Mapping[str, float] | None = None) -> TableData:
+    """Match results to the cells of ``table`` (seed 0), read each run's verdict from its curve
+    (``load_metrics``: cell id -> metrics records; ``unigram_levels``: cell id -> the level its
+    curve is read against) and apply the secondary BLEU rule per column."""
     provider = table_provider(table) if isinstance(table, str) else table
     by_id = {r["cell_id"]: r for r in results if "cell_id" in r}
+    levels = unigram_levels or {}
     grid = provider.cells()
     rows = tuple(dict.fromkeys(c.row for c in grid))
     columns = tuple(dict.fromkeys(c.column for c in grid))
@@ -91,13 +133,21 @@ def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]]) -
         result = by_id.get(cell.cell_id)
         if result is None:
             result = by_id.get(source_cell(cell).cell_id)
-        cells[(cell.row, cell.column)] = TableCell(cell, result)
+        verdict = level = None
+        if result is not None:
+            run_id = result["cell_id"]
+            level = levels.get(run_id)
+            records = load_metrics(run_id) if load_metrics is not None else []
+            verdict = run_verdict(records, result, level)
+        cells[(cell.row, cell.column)] = TableCell(cell, result, verdict, unigram_level=level)
     for column in columns:
         in_column = {row: cells[(row, column)] for row in rows}
         ours = collapsed_cells({row: c.bleu for row, c in in_column.items()})
         paper = collapsed_cells({row: c.cell.paper_bleu for row, c in in_column.items()})
         for row, tc in in_column.items():
-            tc.collapsed, tc.paper_collapsed = ours[row], paper[row]
+            tc.bleu_collapsed, tc.paper_collapsed = ours[row], paper[row]
     data = TableData(provider, rows, columns, cells)
     data.provenance = provenance(c.result for c in cells.values() if c.result is not None)
+    data.unigram_levels = sorted({c.unigram_level for c in cells.values()
+                                  if c.unigram_level is not None})
     return data

@@ -37,8 +37,11 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
         ax.set_title(f"{row}: {data.cell(row, data.columns[0]).cell.description}"[:48], fontsize=7)
         for column, (steps, values) in curves.get(row, {}).items():
             tc = data.cell(row, column)
-            label = data.provider.column_title(column) + (" (collapsed)" if tc.collapsed else "")
-            ax.plot(steps, values, label=label, linewidth=1)
+            label = data.provider.column_title(column)
+            if tc.verdict is not None:
+                label += f" ({'collapsed: ' if tc.collapsed else ''}{tc.verdict.label})"
+            style = dict(linestyle="--", marker="x", markevery=[-1]) if tc.collapsed else {}
+            ax.plot(steps, values, label=label, linewidth=1, **style)
         if row in curves:
             ax.legend(fontsize=6)
         notes = [_no_curve_note(data, data.cell(row, c)) for c in data.columns if c not in
@@ -51,7 +54,8 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
         ax.set_ylabel("validation loss", fontsize=7)
     for ax in list(axes.flat)[len(data.rows):]:
         ax.set_visible(False)
-    fig.suptitle(f"{data.table}: validation loss per row", fontsize=10)
+    fig.suptitle(f"{data.table}: validation loss per row (dashed, x: collapsed by the curve rule)",
+                 fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
 

@@ -1,7 +1,9 @@
 """paper_tables/<table>.{md,csv,tex} of a grid table: our BLEU beside the paper's.
 
 Each table states its scale, corpus and BLEU recipe (split, beam, length penalty, sacreBLEU
-signature), marks collapsed cells and counts how many cells agree with the paper on collapse.
+signature), marks the cells that collapsed by the curve rule (with the unigram level it reads
+against), gives each run's verdict, keeps the BLEU-quarter rule as a secondary labelled column,
+and counts how many cells agree with the paper on collapse.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cell_files import atomic_write
+from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.collapse import DIVERGED
 from reproduce.render.provenance import joined
 from reproduce.render.table_data import TableCell, TableData
@@ -28,6 +31,10 @@ CSV_COLUMNS = (
     "bleu",
     "paper_bleu",
     "collapsed",
+    "verdict",
+    "verdict_reason",
+    "unigram_level",
+    "bleu_quarter_collapsed",
     "paper_collapsed",
     "collapse_agrees",
     "status",
@@ -72,21 +79,39 @@ def _provenance_lines(data: TableData) -> list[str]:
         f"Tokenized BLEU (intl tokenizer, as 2018 papers reported) is in the CSV; signature: "
         f"{field('tokenized_signature')}.",
         PAPER_SETUP,
+        _unigram_line(data),
     ]
 
 
+def _unigram_line(data: TableData) -> str:
+    levels = ", ".join(f"{v:.3f}" for v in data.unigram_levels) or "not measured"
+    return (f"Collapse (ours) is read from each run's validation-loss curve (docs/calibration.md "
+            f"section 2), against the unigram level of the target side: {levels}.")
+
+
 LEGEND = (
-    "`-` not run yet; `†` collapsed: BLEU below a quarter of the best BLEU in its column "
-    "(diverged counts as 0), applied to ours and to the paper's separately; `✗` our collapse "
-    "disagrees with the paper's."
+    "`-` not run yet; `†` collapsed. Ours: by the curve rule (`curve`: diverged = a non-finite "
+    f"loss; gave back = rose above its running minimum by more than {GIVE_BACK_FRACTION:.0%} of "
+    f"its progress and stayed there; plateau = ended at or above {UNIGRAM_FRACTION} x the unigram "
+    f"level; slow = still falling by more than {SLOW_FRACTION:.0%} over the last interval, not "
+    "collapsed; trained; `?` not judged). The paper's: BLEU below a quarter of the best BLEU in "
+    "its column (diverged counts as 0), its numbers being BLEU alone. `BLEU<1/4`: the same BLEU "
+    "rule applied to ours, a secondary mark only. `✗` our collapse (curve rule) disagrees with "
+    "the paper's."
 )
+
+
+def _verdict_label(tc: TableCell) -> str:
+    if tc.result is None:
+        return "-"
+    return "?" if tc.verdict is None else tc.verdict.label
 
 
 def markdown(data: TableData) -> str:
     header = ["Row", "Setting"]
     for column in data.columns:
         title = data.provider.column_title(column)
-        header += [f"{title}: ours", f"{title}: paper"]
+        header += [f"{title}: ours", f"{title}: curve", f"{title}: paper", f"{title}: BLEU<1/4"]
     lines = [f"# {data.provider.caption}", "", *_provenance_lines(data), "", data.agreement_line()]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in data.rows:
@@ -95,8 +120,10 @@ def markdown(data: TableData) -> str:
         for column in data.columns:
             tc = data.cell(row, column)
             entries.append(_mark(_fmt_bleu(tc.bleu), tc, ours=True, dagger="†", cross="✗"))
+            entries.append(_verdict_label(tc))
             paper = _fmt_bleu(tc.cell.paper_bleu)
             entries.append(_mark(paper, tc, ours=False, dagger="†", cross=""))
+            entries.append(_yes_no(tc.bleu_collapsed) or "-")
         lines.append("| " + " | ".join(entries) + " |")
     lines += ["", LEGEND, ""]
     return "\n".join(lines)
@@ -124,6 +151,10 @@ def csv_text(data: TableData) -> str:
                     "bleu": "" if bleu is None else (bleu if bleu == DIVERGED else f"{bleu:.2f}"),
                     "paper_bleu": tc.cell.paper_bleu,
                     "collapsed": _yes_no(tc.collapsed),
+                    "verdict": "" if tc.verdict is None else tc.verdict.label,
+                    "verdict_reason": "" if tc.verdict is None else tc.verdict.reason,
+                    "unigram_level": _round(tc.unigram_level, 4),
+                    "bleu_quarter_collapsed": _yes_no(tc.bleu_collapsed),
                     "paper_collapsed": _yes_no(tc.paper_collapsed),
                     "collapse_agrees": _yes_no(tc.agrees),
                     "status": r.get("status", "not run"),
@@ -191,7 +222,8 @@ def latex(data: TableData) -> str:
         r"\hline",
         r"\end{tabular}",
         rf"\caption{{{_tex(data.provider.caption)} {_tex(data.agreement_line())}. "
-        r"$^\dagger$: collapsed (BLEU below a quarter of the best in its column); "
+        r"$^\dagger$: collapsed (ours: read from the validation-loss curve, see the "
+        r"markdown table; the paper's: BLEU below a quarter of the best in its column); "
         r"$\times$: our collapse disagrees with the paper's.}",
         rf"\label{{tab:{data.table}}}",
         r"\end{table}",
