@@ -9,10 +9,11 @@
         <split>.ref.npy / .ref.off.npy  the raw target sentences as UTF-8 bytes + offsets (BLEU)
         train.keep-<max_len>.npy   indices of the training pairs whose sides fit max_len
 
-The key hashes the corpus fingerprint (`corpus_fingerprint`: file names, sizes and mtimes of a
-folder, the `datasets` fingerprints of a hub copy, the generator source of the embedded corpus)
-and the vocabulary options, so finding the folder reads no corpus text. The SentencePiece model
-stays in `<cache_dir>` (data.vocab's content-hashed file), shared with older caches.
+The key hashes the corpus's stat key (`data.fingerprint.corpus_stat_key`: file names, sizes and
+mtimes of a folder, the `datasets` fingerprints of a hub copy, the generator source of the
+embedded corpus) and the vocabulary options, so finding the folder reads no corpus text. The
+SentencePiece model stays in `<cache_dir>` (data.vocab's content-hashed file), shared with older
+caches.
 
 `open_binarized` maps the arrays with `np.load(mmap_mode="r")`: a training process holds no
 Python list of the corpus, every rank shares the page cache, and lengths come from the offsets.
@@ -37,14 +38,8 @@ import numpy as np
 import sentencepiece as spm
 from filelock import FileLock
 
-from data.corpora import (
-    CORPUS_NAMES,
-    CorpusError,
-    ParallelCorpus,
-    is_saved_dataset,
-    load_corpus,
-    load_hub_dataset,
-)
+from data.corpora import CorpusError, ParallelCorpus, load_corpus
+from data.fingerprint import corpus_stat_key
 from data.vocab import SharedVocab, build_vocab
 
 log = logging.getLogger(__name__)
@@ -55,56 +50,11 @@ _ENCODE_CHUNK = 100_000
 _LOCK_TIMEOUT_S = 6 * 3600.0  # a WMT-sized build takes minutes; a stale lock is released by the OS
 
 
-# ----------------------------------------------------------------------------- fingerprints
+# ----------------------------------------------------------------------------- cache key
 
 
 def _hash_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
-def _folder_fingerprint(folder: Path) -> dict[str, Any]:
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return {
-        "folder": str(folder.resolve()),
-        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
-    }
-
-
-def _saved_dataset_fingerprint(folder: Path) -> dict[str, Any]:
-    """The `datasets` fingerprints in a save_to_disk folder's state.json files (no data read)."""
-    states = {}
-    for state in sorted(folder.glob("*/state.json")):
-        states[state.parent.name] = json.loads(state.read_text())["_fingerprint"]
-    return {"saved_dataset": str(folder.resolve()), "fingerprints": states}
-
-
-def _embedded_fingerprint() -> dict[str, Any]:
-    """The embedded corpus is generated from its package's source: hash that source."""
-    package = Path(__file__).resolve().parent / "embedded"
-    digest = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return {"embedded": digest.hexdigest()}
-
-
-def corpus_fingerprint(name: str, path: str | Path | None) -> dict[str, Any]:
-    """What identifies a corpus without reading its text (cheap: every process calls it)."""
-    if name not in CORPUS_NAMES:
-        raise CorpusError(f"unknown corpus {name!r}; valid names: {', '.join(CORPUS_NAMES)}")
-    if name == "embedded":
-        return {"corpus": name, **_embedded_fingerprint()}
-    if path is None:
-        if name == "local":
-            raise CorpusError("corpus 'local' needs a path to a folder of <split>.en/.de files")
-        # The hub copy: the datasets cache's own fingerprints (the Arrow files are memory-mapped).
-        dataset = load_hub_dataset(name)
-        return {"corpus": name, "hub": {k: v._fingerprint for k, v in dataset.items()}}
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"corpus folder not found: {folder}")
-    if is_saved_dataset(folder):
-        return {"corpus": name, **_saved_dataset_fingerprint(folder)}
-    return {"corpus": name, **_folder_fingerprint(folder)}
 
 
 def vocab_options(vocab_size: int, model_type: str) -> dict[str, Any]:
@@ -297,7 +247,7 @@ def binarize(corpus_name: str, corpus_path: str | Path | None, *, vocab_size: in
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = corpus_fingerprint(corpus_name, corpus_path)
+    fingerprint = corpus_stat_key(corpus_name, corpus_path)
     options = vocab_options(vocab_size, model_type)
     folder = cache_dir / f"bin-{cache_key(fingerprint, options)}"
     built = False

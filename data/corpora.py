@@ -14,8 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.embedded import embedded_splits
-
 log = logging.getLogger(__name__)
 
 CORPUS_NAMES = ("embedded", "multi30k", "local", "wmt14")
@@ -335,6 +333,9 @@ def load_hub_copy(name: str, folder: str | Path) -> ParallelCorpus:
 
 def load_embedded() -> ParallelCorpus:
     """The synthetic embedded corpus (data.embedded) as a ParallelCorpus."""
+    # imported here: a cell that maps a binarized cache never generates the corpus
+    from data.embedded import embedded_splits
+
     splits = {
         name: ParallelText([en for en, _ in pairs], [de for _, de in pairs],
                            origin=f"embedded/{name}")

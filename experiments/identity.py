@@ -6,8 +6,9 @@ finished cell is reused and before a partial one is resumed (experiments.cell_fi
 - ``settings``: the cell (optimizer, schedule, model overrides, factors), the resolved scale
   preset (less the fields that change how a cell runs, not what it computes), the model config
   and the cell's resolved steps and token budget;
-- ``fingerprints``: the corpus (each file's size and SHA-256, or a hash of the embedded
-  generator's source, which holds its seed and sizes), the vocabulary (SHA-256 of the
+- ``fingerprints``: the corpus (`data.fingerprint.corpus_content_fingerprint`: each file's size
+  and SHA-256, a hash of the embedded generator's source, which holds its seed and sizes, or a
+  hub copy's `datasets` fingerprints and cached files), the vocabulary (SHA-256 of the
   SentencePiece model) and the package version.
 
 Recorded, not compared: the git commit and whether the tree was dirty, torch and Lightning.
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from data.fingerprint import corpus_content_fingerprint, file_sha256
 from experiments.cells import Cell
 from experiments.scales import ScalePreset
 from models.presets import model_config
@@ -34,39 +35,6 @@ NOT_IDENTITY_FIELDS = ("num_workers", "torch_threads", "corpus_path")
 CELL_LABEL_FIELDS = ("description", "paper_bleu")
 PACKAGE = "adafactor-repro"
 REPO = Path(__file__).resolve().parents[1]
-
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, cached by (path, size, mtime) for this process."""
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _file_hashes:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _file_hashes[key] = digest.hexdigest()
-    return _file_hashes[key]
-
-
-def corpus_fingerprint(corpus: str, corpus_path: str | None) -> dict[str, Any]:
-    """What the corpus is, by content: embedded generator source, or each file's size and hash."""
-    if corpus == "embedded":
-        import data.embedded as embedded
-
-        digest = hashlib.sha256()
-        for path in sorted(Path(embedded.__file__).parent.glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        return {"kind": "embedded", "generator_sha256": digest.hexdigest()}
-    if corpus_path is None:
-        return {"kind": "hub", "name": corpus}
-    folder = Path(corpus_path)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".en", ".de"))
-    return {"kind": "files", "files": {p.name: {"size": p.stat().st_size,
-                                                "sha256": file_sha256(p)} for p in files}}
-
 
 def package_version() -> str:
     try:
@@ -105,7 +73,7 @@ def git_state_uncached() -> dict[str, Any]:
 def data_fingerprints(preset: ScalePreset, vocab_model: Path | None) -> dict[str, Any]:
     """The fingerprints shared by every cell of a preset (vocab None: not built yet)."""
     return {
-        "corpus": corpus_fingerprint(preset.corpus, preset.corpus_path),
+        "corpus": corpus_content_fingerprint(preset.corpus, preset.corpus_path),
         "vocab_sha256": None if vocab_model is None else file_sha256(vocab_model),
         "package": package_version(),
     }

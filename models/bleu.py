@@ -20,9 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
-from sacrebleu.metrics import BLEU
+
+if TYPE_CHECKING:
+    from sacrebleu.metrics import BLEU
 
 MAX_NGRAM_ORDER = 4
 STATS_PER_TOKENIZER = 2 + 2 * MAX_NGRAM_ORDER
@@ -57,6 +60,8 @@ class BleuScore:
 
 @cache
 def _metric(tokenize: str) -> BLEU:
+    from sacrebleu.metrics import BLEU  # here, not at module level: a cell's first step needs none
+
     metric = BLEU(tokenize=tokenize, max_ngram_order=MAX_NGRAM_ORDER)
     # One reference per segment. sacreBLEU records this when it reads references; we score from
     # statistics, so we set it for get_signature().

@@ -29,6 +29,9 @@ from data.corpora import (
     read_parallel_files,
 )
 from data.datamodule import TranslationData
+from data.fingerprint import corpus_content_fingerprint, corpus_stat_key
+from experiments.identity import data_fingerprints
+from experiments.scales import scale_preset
 
 TRAIN_PAIRS = 2000
 
@@ -133,6 +136,54 @@ def test_wmt14_from_the_datasets_cache_through_load_dataset(
     batch = next(iter(dm.train_dataloader()))
     assert set(batch["references"]) <= set(corpus.split("train").target)
     assert len(dm.eval_references("test")) == 50
+
+
+def test_a_hub_corpus_has_a_real_fingerprint_in_a_cells_identity(
+        hub_cache: Path, wmt14_splits: dict, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """wmt14 from the hub (no path): the identity holds the hub id and, per split, the `datasets`
+    fingerprint and the cached Arrow files, so other hub data is another corpus."""
+    _write_to_cache(hub_cache, "wmt14", "de-en", WMT14_FEATURES, wmt14_splits, _wmt14_row)
+    preset = scale_preset("base")
+    assert preset.corpus == "wmt14" and preset.corpus_path is None
+    first = data_fingerprints(preset, None)["corpus"]
+    assert first["kind"] == "hub" and first["hub_id"] == ["wmt14", "de-en"]
+    assert first["splits"].keys() == {"train", "validation", "test"}
+    for split, part in datasets.load_dataset("wmt14", "de-en").items():
+        assert first["splits"][split]["fingerprint"] == part._fingerprint
+        assert sum(first["splits"][split]["files"].values()) > 0
+    assert corpus_content_fingerprint("wmt14", None) == first  # the same cache: the same corpus
+
+    # Other hub data (fewer training pairs) in another cache: another corpus.
+    other = tmp_path / "hf-cache-2"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", other)
+    fewer = {**wmt14_splits, "train": tuple(side[:-100] for side in wmt14_splits["train"])}
+    _write_to_cache(other, "wmt14", "de-en", WMT14_FEATURES, fewer, _wmt14_row)
+    second = data_fingerprints(preset, None)["corpus"]
+    assert second["splits"]["train"] != first["splits"]["train"]
+    assert second["splits"]["test"] == first["splits"]["test"]
+
+
+def test_a_save_to_disk_copy_is_fingerprinted_by_its_data_files(wmt14_splits: dict,
+                                                                tmp_path: Path) -> None:
+    folder = tmp_path / "wmt14-de-en"
+    _dataset_dict(WMT14_FEATURES, wmt14_splits, _wmt14_row).save_to_disk(str(folder))
+    content = corpus_content_fingerprint("wmt14", folder)
+    assert content["kind"] == "saved_dataset"
+    assert content["splits"].keys() == {"train", "validation", "test"}
+    train = content["splits"]["train"]
+    assert train["files"] and all(len(f["sha256"]) == 64 for f in train["files"].values())
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / folder.name).mkdir()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            target = copy / folder.name / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    # the same files elsewhere: the same corpus for the identity, another folder for the cache
+    assert corpus_content_fingerprint("wmt14", copy / folder.name) == content
+    assert corpus_stat_key("wmt14", copy / folder.name) != corpus_stat_key("wmt14", folder)
 
 
 def test_wmt14_save_to_disk_copy_loads_like_the_hub(wmt14_splits: dict, tmp_path: Path) -> None:

@@ -84,6 +84,76 @@ def test_the_report_objects_are_built_offline() -> None:
     assert line.y == ["valid_loss"] and line.groupby == "group"
 
 
+def _wire_keys(workspace) -> dict[str, set[str]]:
+    """The keys the saved view's panels read, from the wire format `Workspace.save` uploads."""
+    view = workspace._to_model().model_dump(by_alias=True)
+    keys: dict[str, set[str]] = {"history": set(), "summary": set()}
+    for section in view["spec"]["section"]["panelBankConfig"]["sections"]:
+        for panel in section["panels"]:
+            config = panel["config"]
+            for key in config.get("metrics", []):
+                if key.startswith("summary_metrics."):
+                    keys["summary"].add(key[len("summary_metrics."):])
+                else:
+                    keys["history"].add(key)
+            for axis in ("xAxis", "yAxis"):
+                if str(config.get(axis, "")).startswith("summary:"):
+                    keys["summary"].add(config[axis][len("summary:"):])
+    return keys
+
+
+@pytest.mark.skipif(not dashboard.has_workspace_api(),
+                    reason="the installed wandb-workspaces has no workspace API")
+@pytest.mark.parametrize("tables", [["table2"], None])
+def test_saved_workspace_views_hold_the_report_panels_and_the_logged_keys(tables) -> None:
+    spec = dashboard.dashboard_spec("team", "proj", tables, scale="tiny")
+    views = dashboard.workspace_views(spec)
+    # one view per run set of the report, the report's sections and panels in the same order
+    assert [s for v in views for s in v.sections] == list(spec.sections)
+    assert all(s.tags == v.tags for v in views for s in v.sections)
+    assert len({v.tags for v in views}) == len(views) == len({s.tags for s in spec.sections})
+    workspaces = dashboard.build_workspaces(spec)  # offline: nothing is saved
+    keys: dict[str, set[str]] = {"history": set(), "summary": set()}
+    for view, workspace in zip(views, workspaces, strict=True):
+        assert (workspace.entity, workspace.project, workspace.name) == ("team", "proj", view.name)
+        wire = workspace._to_model().model_dump(by_alias=True)
+        run_set = wire["spec"]["section"]["runSets"][0]
+        assert [f["value"] for f in run_set["filters"]["filters"]] == [[t] for t in view.tags]
+        assert run_set["grouping"] == [{"section": "run", "name": "group"}]
+        for kind, found in _wire_keys(workspace).items():
+            keys[kind] |= found
+    # exactly the keys the report plots, and only keys experiments/tracking.py logs
+    assert keys == spec.plotted_keys()
+    assert keys["history"] <= set(tracking.HISTORY_KEYS)
+    assert keys["summary"] <= set(tracking.SUMMARY_KEYS)
+    if tables:
+        assert [v.name for v in views] == [
+            "Adafactor repro: table2 scale:tiny warmup",
+            "Adafactor repro: table2 scale:tiny no-warmup",
+            "Adafactor repro: table2 scale:tiny", "Adafactor repro: table2 scale:tiny row:A",
+            "Adafactor repro: table2 scale:tiny row:G"]
+
+
+@pytest.mark.skipif(not dashboard.has_workspace_api(),
+                    reason="the installed wandb-workspaces has no workspace API")
+def test_workspace_views_without_a_key_say_so_and_write_their_spec(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    spec = dashboard.dashboard_spec("team", "proj", ["table2"], scale="tiny")
+    path = dashboard.workspace_spec_path(tmp_path / "team-proj.json")
+    said: list[str] = []
+    assert dashboard.publish_workspaces(spec, path, log=said.append) == []
+    assert path == tmp_path / "team-proj.workspace.json"
+    assert said[-1] == (f"workspace views not saved to W&B: WANDB_MODE=offline; {path} is what "
+                        "would be created")
+    written = json.loads(path.read_text())
+    assert (written["entity"], written["project"]) == ("team", "proj")
+    assert [v["name"] for v in written["views"]] == [
+        v.name for v in dashboard.workspace_views(spec)]
+    panel = written["views"][2]["sections"][0]["panels"][0]
+    assert (panel["kind"], panel["y"]) == ("line", ["valid_loss"])
+
+
 def test_cli_without_a_key_says_so_and_writes_spec_and_preview(tmp_path: Path) -> None:
     results = tmp_path / "results"
     paper_like_results(results)
