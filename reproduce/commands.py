@@ -316,6 +316,12 @@ def dashboard(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from err
         print(f"wrote a preview from {args.results_dir} to {preview}")
     report.build_report(spec)  # validates every panel offline
+    views = report.workspace_spec_path(out)
+    try:
+        report.publish_workspaces(spec, views)
+    except Exception as err:  # the server refuses the views: name it, keep their spec
+        raise UsageError(f"saving the workspace views to W&B failed ({type(err).__name__}: "
+                         f"{err}); their spec is in {views}") from err
     reason = report.wandb_unavailable_reason()
     if reason:
         print(f"not saved to W&B: {reason}; the spec above is what `dashboard` would create",

@@ -167,6 +167,9 @@ def test_cli_without_a_key_says_so_and_writes_spec_and_preview(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert "not saved to W&B: WANDB_MODE=offline" in done.stderr
+    assert "workspace views not saved to W&B: WANDB_MODE=offline" in done.stdout
+    views = json.loads(out.with_suffix(".workspace.json").read_text())
+    assert views, "the saved-view spec is empty"
     spec = json.loads(out.read_text())
     assert spec["entity"] == "team" and len(spec["sections"]) == 5
     assert spec["config_keys"] == list(tracking.CONFIG_KEYS)
