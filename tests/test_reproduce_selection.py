@@ -23,7 +23,7 @@ def test_rows_select_the_companions_cells_where_they_exist() -> None:
     ids = [c.cell_id for c in select_cells(expand_all(["table2"]), ["A", "N"])]
     assert ids == ["table2/A/warmup/seed0", "table2/A/no-warmup/seed0",
                    "table2/N/warmup/seed0", "table2/N/no-warmup/seed0", "figure1/A/warmup/seed0"]
-    assert all(not c.table == "figure1" for c in select_cells(expand_all(["table2"]), ["N"]))
+    assert all(c.table != "figure1" for c in select_cells(expand_all(["table2"]), ["N"]))
     assert len(select_cells(expand_all(["table2"]))) == 44 + 2
 
 

@@ -154,7 +154,7 @@ def _run(cell_id: str, result: dict[str, Any], records: list[dict[str, Any]],
          levels: dict[str, float], used: dict[float, int]) -> Run:
     level = levels.get(cell_id)
     verdict = run_verdict(records, result, level)
-    if verdict is not None:
+    if verdict is not None and level is not None:
         used[level] = used.get(level, 0) + 1
     _, stopped = loss_curve(records, result)
     final = None if stopped or result.get("valid_loss") is None else float(result["valid_loss"])
