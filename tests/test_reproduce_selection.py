@@ -31,5 +31,7 @@ def test_cell_cost_line_says_what_more_workers_would_take() -> None:
     outcomes = [CellOutcome(f"c{i}", "ok", wall_s=s) for i, s in enumerate((10.0, 30.0, 20.0))]
     line = cell_cost_line(outcomes)
     assert "median 20 s, 10-30 s, 60 s in all" in line
-    assert "about 0.1 min on 8 workers" in line
+    assert "about 0.5 min on 8 workers, 0.5 min on 32" in line  # never below the longest cell
+    many = [CellOutcome(f"c{i}", "ok", wall_s=60.0) for i in range(64)]
+    assert "about 8.0 min on 8 workers, 2.0 min on 32" in cell_cost_line(many)
     assert cell_cost_line([]) == "no cell ran"
