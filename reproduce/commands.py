@@ -106,8 +106,9 @@ def _fetch_wandb(args: argparse.Namespace, tables: Sequence[str]) -> Path:
 
 
 def run_tables(args: argparse.Namespace) -> int:
-    """``table1|table2|table3|all|<provider>``: run the missing cells, then render."""
-    tables = expand_all([args.command])
+    """``table1|table2|table3|all|<provider>``: run the missing cells, then render. The tables
+    that go with a table (Table 2's Figure 1) come with it when it runs whole, not with --rows."""
+    tables = expand_all([args.command], with_companions=args.rows is None)
     if args.source == "wandb":
         if args.dry_run:
             print(f"would fetch W&B runs of {args.entity}/{args.project} and render "

@@ -18,7 +18,7 @@ from experiments.tables import REGISTRY, provider, source_cell
 from reproduce.errors import UsageError
 
 
-def expand_tables(name: str) -> list[str]:
+def expand_tables(name: str, with_companions: bool = True) -> list[str]:
     """``all`` -> the paper's tables; a table's name -> itself; each followed by the tables
     that go with it (Table 2's Figure 1); anything else is a UsageError."""
     if name == "all":
@@ -30,15 +30,16 @@ def expand_tables(name: str) -> list[str]:
                          f"all, {', '.join(t for t in REGISTRY.names() if not provider(t).in_all)}")
     tables: list[str] = []
     for table in names:
-        tables += [t for t in (table, *provider(table).companions) if t not in tables]
+        companions = provider(table).companions if with_companions else ()
+        tables += [t for t in (table, *companions) if t not in tables]
     return tables
 
 
-def expand_all(names: Sequence[str]) -> list[str]:
+def expand_all(names: Sequence[str], with_companions: bool = True) -> list[str]:
     """Several names expanded, each table once, in order."""
     tables: list[str] = []
     for name in names:
-        tables += [t for t in expand_tables(name) if t not in tables]
+        tables += [t for t in expand_tables(name, with_companions) if t not in tables]
     return tables
 
 

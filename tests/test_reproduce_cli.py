@@ -78,17 +78,16 @@ def test_dry_run_skips_cells_with_results(tmp_path: Path, capsys: pytest.Capture
     write_result(tmp_path, "table2/A/warmup/seed0", 20.0)
     assert main(["table2", "--rows", "A,G", "--results-dir", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "6 cells, 1 already have results" in out  # Table 2's rows A, G and Figure 1's
+    assert "4 cells, 1 already have results" in out
     assert "run table2/A/warmup/seed0" not in out
-    for cell in ("table2/A/no-warmup/seed0", "table2/G/warmup/seed0", "table2/G/no-warmup/seed0",
-                 "figure1/A/warmup/seed0", "figure1/G/warmup/seed0"):
+    for cell in ("table2/A/no-warmup/seed0", "table2/G/warmup/seed0", "table2/G/no-warmup/seed0"):
         assert f"would run: python -m reproduce run {cell}" in out
 
 
 def test_table1_runs_the_table2_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["all", "--rows", "A", "--results-dir", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "3 cells" in out and "table1/" not in out.replace("table1,", "")  # + Figure 1's A
+    assert "2 cells" in out and "table1/" not in out.replace("table1,", "")
 
 
 def test_existing_result_of_another_scale_is_refused(tmp_path: Path,
@@ -107,7 +106,7 @@ def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path: Path,
             "--begin", "now+1hour", "--set", "steps=50", "--tables-dir", str(tmp_path / "t")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    for line in ("#SBATCH --array=0-3", "#SBATCH --partition=gpu", "#SBATCH --account=proj1",
+    for line in ("#SBATCH --array=0-2", "#SBATCH --partition=gpu", "#SBATCH --account=proj1",
                  "#SBATCH --time=02:00:00", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --gpus-per-node=4", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --begin=now+1hour", "#SBATCH --requeue", "#SBATCH --signal=SIGUSR1@90",
@@ -119,11 +118,11 @@ def test_slurm_dry_run_prints_scripts_and_sbatch_lines(tmp_path: Path,
         in out
     assert f"srun {sys.executable} -m reproduce run \"$CELL\" --scale tiny" in out
     assert "--devices 4 --num-nodes 2 --accelerator gpu --set steps=50" in out
-    assert f"-m reproduce render table2 figure1 --results-dir {tmp_path.resolve()}" in out
+    assert f"-m reproduce render table2 --results-dir {tmp_path.resolve()}" in out
     # cells.txt order = array task order; the cell with a result is not resubmitted.
     listed = [line[4:] for line in out.splitlines() if line.startswith("#   ")]
     assert listed == ["table2/A/no-warmup/seed0", "table2/B/warmup/seed0",
-                      "table2/B/no-warmup/seed0", "figure1/A/warmup/seed0"]
+                      "table2/B/no-warmup/seed0"]
     assert not (tmp_path / "slurm").exists()  # a dry run writes nothing
 
 
@@ -162,7 +161,7 @@ def test_results_of_other_preset_settings_are_refused(tmp_path: Path,
     config.write_text(json.dumps({"scale": preset}))
     args = ["table2", "--rows", "A", "--results-dir", str(tmp_path), "--dry-run"]
     assert main(args) == 0  # same settings: reused
-    assert "3 cells, 1 already have results" in capsys.readouterr().out  # + Figure 1's A
+    assert "2 cells, 1 already have results" in capsys.readouterr().out
     assert main([*args, "--set", "steps=123"]) == 2
     assert f"steps: {preset['steps']!r} there, 123 now" in capsys.readouterr().err
     config.write_text(json.dumps({"scale": {**preset, "steps": 7}}))
