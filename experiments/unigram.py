@@ -120,6 +120,8 @@ def measure_unigram_levels(results_dir: Path, table: str, rows: Sequence[str] | 
                    **preset_unigram_level(preset, results_dir / ".cache" / "vocab")}
         levels.append({**old, "cells": sorted(set(old.get("cells", [])) | set(group["cells"]))})
     kept = [lv for lv in known if repr(sorted(lv["settings"].items())) not in groups]
+    if not kept and not levels:  # no cell has run: nothing to measure, no folder to create
+        return path
     atomic_write_json(path, {"levels": kept + levels})
     return path
 
