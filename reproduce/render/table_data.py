@@ -61,7 +61,11 @@ class TableData:
     columns: tuple[str, ...]
     cells: dict[tuple[str, str], TableCell]
     provenance: dict[str, list[str]] = field(default_factory=dict)
-    unigram_levels: list[float] = field(default_factory=list)  # what the curves were read against
+
+    @property
+    def unigram_levels(self) -> list[float]:
+        """The unigram levels the cells' curves were read against."""
+        return sorted({c.unigram_level for c in self.cells.values() if c.unigram_level is not None})
 
     @property
     def table(self) -> str:
@@ -148,6 +152,4 @@ def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],
             tc.bleu_collapsed, tc.paper_collapsed = ours[row], paper[row]
     data = TableData(provider, rows, columns, cells)
     data.provenance = provenance(c.result for c in cells.values() if c.result is not None)
-    data.unigram_levels = sorted({c.unigram_level for c in cells.values()
-                                  if c.unigram_level is not None})
     return data
