@@ -17,7 +17,7 @@ RSS (``os.wait4``'s ru_maxrss):
   end of the imports (torch, Lightning); with ``--baseline-src DIR`` (an older checkout, e.g.
   ``git archive <commit>``) the same child runs on that code for comparison;
 - ``--ranks N``: N gloo ranks at once (torch.distributed, DDP over the small model, batches
-  sharded by rank), peak RSS per rank;
+  sharded by rank), peak RSS per rank; ``--rank-rounds K`` starts them K times;
 - ``--arrow-repeat K``: on a K-times stand-in, numpy memmap (data.binarized) against Arrow
   (``datasets.map(num_proc)`` + ``save_to_disk``, then ``load_from_disk``): build time and RSS,
   then open + lengths + 2,000 random reads.
@@ -29,9 +29,12 @@ absolute times are inflated by the load, so compare rows measured together.
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import gc
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -142,6 +145,11 @@ def _child_rank(a: dict[str, Any]) -> dict[str, Any]:
     model = torch.nn.parallel.DistributedDataParallel(_small_model(vocab.size))
     loss = _one_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1))
     done = time.time()
+    # DDP's reducer must go before the process group: freed afterwards (when this function
+    # returns) it can wait forever on the group's gloo threads (3 hangs in 6 rounds here;
+    # none in 25 with this).
+    del model
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
     return {"rank": rank, "from_start_s": done - started, "after_imports_s": done - imported,
@@ -258,7 +266,8 @@ def _reap_all(procs: list[subprocess.Popen], started: float,
                     results[proc.pid] = _finish(proc, status, usage, started)
             if time.time() > deadline:
                 raise RuntimeError(f"{len(procs)} processes run together did not finish in "
-                                   f"{timeout_s:.0f} s")
+                                   f"{timeout_s:.0f} s; the stacks of those still running:\n"
+                                   + _stacks_of_running(procs, results))
             time.sleep(0.1)
     finally:
         for proc in procs:
@@ -266,6 +275,21 @@ def _reap_all(procs: list[subprocess.Popen], started: float,
                 proc.kill()
                 proc.wait()
     return [results[p.pid] for p in procs]
+
+
+def _stacks_of_running(procs: list[subprocess.Popen], finished: dict[int, Any]) -> str:
+    """SIGUSR1 each child still running (faulthandler prints its stack to its stderr file),
+    then return the tail of each one's stderr."""
+    running = [p for p in procs if p.pid not in finished]
+    for proc in running:
+        proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    parts = []
+    for proc in running:
+        proc.errors.seek(0)  # type: ignore[attr-defined]
+        parts.append(f"--- {proc.args[3]} pid {proc.pid}:\n"
+                     f"{proc.errors.read()[-3000:]}")  # type: ignore[attr-defined]
+    return "\n".join(parts)
 
 
 def _free_port() -> int:
@@ -312,15 +336,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _report(f"first step, {args.baseline_src} (round {round_})",
                     rows[f"baseline_first_step_{round_}"])
     if args.ranks > 1:
-        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-               "WORLD_SIZE": str(args.ranks)}
-        started = time.time()
-        procs = [_run_child("rank", common, env={**env, "RANK": str(r)})
-                 for r in range(args.ranks)]
-        ranks = _reap_all(procs, started, timeout_s=600)
-        rows["gloo_ranks"] = ranks
-        for r in ranks:
-            _report(f"gloo rank {r['rank']} of {args.ranks} (at once)", r)
+        for round_ in range(args.rank_rounds):
+            env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                   "WORLD_SIZE": str(args.ranks)}
+            started = time.time()
+            procs = [_run_child("rank", common, env={**env, "RANK": str(r)})
+                     for r in range(args.ranks)]
+            ranks = _reap_all(procs, started, timeout_s=args.rank_timeout)
+            rows["gloo_ranks" if round_ == 0 else f"gloo_ranks_{round_}"] = ranks
+            for r in ranks:
+                _report(f"gloo rank {r['rank']} of {args.ranks} (at once, round {round_})", r)
     if args.arrow_repeat:
         small = make_standin(work / f"wmt14-x{args.arrow_repeat}", Path(args.source),
                              args.arrow_repeat)
@@ -368,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--rank-rounds", type=int, default=1,
+                        help="start the gloo ranks this many times (a teardown hang shows up)")
+    parser.add_argument("--rank-timeout", type=float, default=600.0,
+                        help="seconds the ranks of one round may take together")
     parser.add_argument("--arrow-repeat", type=int, default=3, help="0: skip the Arrow compare")
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--baseline-src", default=None,
@@ -377,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/benchmarks/data_prepare")
     args = parser.parse_args(argv)
     if args.child:
+        # A hung child (a gloo rank waiting on a peer) prints its Python stack on SIGUSR1: the
+        # parent sends it before killing, so a timeout says where the child was stuck.
+        faulthandler.register(signal.SIGUSR1)
         result = CHILDREN[args.child](json.loads(args.payload))
         print(json.dumps(result))
         return 0
