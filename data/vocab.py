@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 # Bumped whenever the training options change, so old cache files are not reused by mistake.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+# SentencePiece's unigram training splits its work by thread count, and the pieces and scores it
+# learns depend on that split. A fixed count gives every machine the same vocabulary (and so the
+# same numbers) for the same text; 2 is what the committed tables were built with.
+TRAINING_THREADS = 2
 # Lines sampled (deterministically) for training when the text is larger; ~WMT14 has 9M lines.
 INPUT_SENTENCE_SIZE = 2_000_000
 _RANDOM_SEED = 1234
@@ -155,7 +159,8 @@ def build_vocab(
         chars.update(line)
     if character_coverage is None:
         character_coverage = 1.0 if len(chars) <= FULL_COVERAGE_MAX_CHARS else 0.9999
-    options = f"{_CACHE_FORMAT}|{spm.__version__}|{vocab_size}|{model_type}|{character_coverage}"
+    options = (f"{_CACHE_FORMAT}|{spm.__version__}|{vocab_size}|{model_type}|{character_coverage}"
+               f"|threads={TRAINING_THREADS}")
     digest.update(options.encode())
     model_path = cache_dir / f"spm-{digest.hexdigest()}.model"
     if model_path.is_file():
@@ -183,7 +188,7 @@ def build_vocab(
             input_sentence_size=INPUT_SENTENCE_SIZE,
             shuffle_input_sentence=True,
             hard_vocab_limit=False,
-            num_threads=_thread_count(),
+            num_threads=TRAINING_THREADS,
             minloglevel=2,
         )
         # Atomic publish: concurrent builders (e.g. several cells starting at once) each train in

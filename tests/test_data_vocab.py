@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -83,3 +84,24 @@ def test_training_folders_of_killed_builders_are_removed(tmp_path: Path) -> None
     assert left and f"-{socket.gethostname()}-{proc.pid}-" in left[0].name
     build_vocab([f"word{i % 50} other{i % 30}" for i in range(300)], 40, tmp_path)
     assert not list(tmp_path.glob(".spm-train-*"))
+
+
+def _pieces(vocab: SharedVocab) -> list[tuple[str, float]]:
+    return [(vocab._sp.id_to_piece(i), vocab._sp.get_score(i)) for i in range(vocab.size)]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                    reason="needs 2 CPUs to compare a 1-CPU and a 2-CPU build")
+def test_the_vocabulary_does_not_depend_on_how_many_cpus_the_process_has(
+        multi30k_text: list[str], tmp_path: Path) -> None:
+    """SentencePiece's pieces depend on its thread count; it used to follow the CPU count, so
+    a laptop and a cluster node learned different vocabularies from the same text."""
+    text = multi30k_text[:3000]
+    everything = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(everything)})
+        one_cpu = build_vocab(text, 600, tmp_path / "one")
+    finally:
+        os.sched_setaffinity(0, everything)
+    all_cpus = build_vocab(text, 600, tmp_path / "all")
+    assert _pieces(one_cpu) == _pieces(all_cpus)
