@@ -11,7 +11,8 @@ finished cell is reused and before a partial one is resumed (experiments.cell_fi
   hub copy's `datasets` fingerprints and cached files), the vocabulary (SHA-256 of the
   SentencePiece model) and the package version.
 
-Recorded, not compared: the git commit and whether the tree was dirty, torch and Lightning.
+Recorded, not compared: the git commit, whether the tree was dirty, and the arithmetic it ran on
+(`experiments.numerics`: torch version, CPU instruction set and model).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from data.fingerprint import corpus_content_fingerprint, file_sha256
 from experiments.cells import Cell
+from experiments.numerics import numerics_signature
 from experiments.scales import ScalePreset
 from models.presets import model_config
 
@@ -105,7 +107,7 @@ def cell_identity(cell: Cell, preset: ScalePreset,
 
     identity = {"settings": cell_settings(cell, preset),
                 "fingerprints": copy.deepcopy(fingerprints) if fingerprints else None,
-                "recorded": git_state()}
+                "recorded": {**git_state(), "numerics": numerics_signature()}}
     return json.loads(json.dumps(jsonable(identity)))
 
 

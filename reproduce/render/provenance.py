@@ -14,9 +14,11 @@ MIXED = " (MIXED: results come from different settings)"
 
 
 def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
-    """Distinct scale / corpus / recipe / signature values over the results (several = mixed)."""
+    """Distinct scale / corpus / recipe / signature / steps / arithmetic (experiments.numerics)
+    values over the results (several = mixed)."""
     seen: dict[str, dict[str, None]] = {
-        k: {} for k in ("scale", "corpus", "recipe", "signature", "tokenized_signature", "steps")
+        k: {} for k in ("scale", "corpus", "recipe", "signature", "tokenized_signature", "steps",
+                        "numerics")
     }
     for r in results:
         recipe = r.get("bleu_recipe") or {}
@@ -30,6 +32,9 @@ def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
             seen["signature"][str(r["bleu_signature"])] = None
         if r.get("tokenized_bleu_signature"):
             seen["tokenized_signature"][str(r["tokenized_bleu_signature"])] = None
+        numerics = ((r.get("identity") or {}).get("recorded") or {}).get("numerics")
+        if numerics:
+            seen["numerics"][str(numerics)] = None
         if r.get("steps") is not None and r.get("status") != DIVERGED:  # diverged cells stop early
             seen["steps"][str(r["steps"])] = None
     return {k: list(v) for k, v in seen.items()}

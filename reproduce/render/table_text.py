@@ -42,6 +42,7 @@ CSV_COLUMNS = (
     "valid_loss",
     "steps",
     "scale",
+    "numerics",
     "description",
     "cell_id",
     "result_cell_id",
@@ -78,6 +79,8 @@ def _provenance_lines(data: TableData) -> list[str]:
         f"BLEU: sacreBLEU (detokenized) on {field('recipe')}; signature: {field('signature')}.",
         f"Tokenized BLEU (intl tokenizer, as 2018 papers reported) is in the CSV; signature: "
         f"{field('tokenized_signature')}.",
+        f"Arithmetic (torch; CPU instruction set; CPU): {field('numerics', 'not recorded')}; "
+        "other CPUs give other digits (docs/calibration.md section 6).",
         PAPER_SETUP,
         _unigram_line(data),
     ]
@@ -162,6 +165,7 @@ def csv_text(data: TableData) -> str:
                     "valid_loss": _round(r.get("valid_loss"), 4),
                     "steps": r.get("steps", ""),
                     "scale": r.get("scale", ""),
+                    "numerics": r.get("identity", {}).get("recorded", {}).get("numerics", ""),
                     "description": tc.cell.description,
                     "cell_id": tc.cell.cell_id,
                     "result_cell_id": r.get("cell_id", ""),
