@@ -35,6 +35,9 @@ LOG_FILE = "run.log"
 LOCK_FILE = ".lock"
 CHECKPOINT_SUBDIR = "checkpoints"
 
+# A cell id -> its metrics records (read_metrics, or the W&B history for --from wandb).
+MetricsLoader = Callable[[str], list[dict[str, Any]]]
+
 
 class CellFileError(ValueError):
     """A cell file that cannot be read or does not fit: the message names the path."""

@@ -9,10 +9,10 @@ rendered curves are a trailing mean over the last ``SMOOTHING_WINDOW`` steps (st
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.cell_files import MetricsLoader
 from experiments.figure1 import (
     FIGURE1,
     FIGURE1_ROWS,
@@ -29,7 +29,6 @@ SERIES_TITLES = {"matrix": f"one matrix ({UPDATE_RMS_MATRIX.removeprefix('model.
 CSV_EVERY = 10  # steps between CSV rows
 ROW_TITLES = {"A": "beta2 = 0.999 (row A)", "G": "beta2 = 0.9 (row G)"}
 
-MetricsLoader = Callable[[str], list[dict[str, Any]]]
 
 
 @dataclass

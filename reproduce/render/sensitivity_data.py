@@ -12,17 +12,16 @@ points present and says which are missing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.cell_files import MetricsLoader
 from experiments.collapse_rule import Verdict, loss_curve, run_verdict
 from experiments.grid import TABLE2, WARMUP_COLUMNS
 from experiments.sensitivity import MULTIPLIERS, SENSITIVITY, SENSITIVITY_ROWS, multiplier_column
 from experiments.tracking import series
 from reproduce.collapse import collapsed_cells
-
-MetricsLoader = Callable[[str], list[dict[str, Any]]]
 
 
 @dataclass

@@ -10,10 +10,11 @@ compared rows come from the table's provider (experiments.tables); a cell whose 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.cell_files import MetricsLoader
 from experiments.cells import Cell, TableProvider
 from experiments.collapse_rule import Verdict, run_verdict
 from experiments.tables import provider as table_provider
@@ -116,8 +117,6 @@ class TableData:
                      f"{bleu_agree}/{total}")
         return line
 
-
-MetricsLoader = Callable[[str], list[dict[str, Any]]]
 
 
 def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],

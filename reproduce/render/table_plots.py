@@ -4,15 +4,13 @@ and the paper's Figure 1 (RMS of the unscaled update over steps, beta2 = 0.999 v
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from experiments.cell_files import MetricsLoader
 from experiments.tracking import series
 from reproduce.render.png import plt, save_png
 from reproduce.render.table_data import TableCell, TableData
 
-MetricsLoader = Callable[[str], list[dict[str, Any]]]
 FIGURE1_ROWS = (("A", "beta2 = 0.999 (row A)"), ("G", "beta2 = 0.9 (row G)"))
 
 
