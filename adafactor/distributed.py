@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DeviceMesh, DTensor, Placement, Replicate, Shard
 
 from ._common import FactorMode, GroupHyper, StepScalars, TensorStats
-from .rounding import write_back_
+from .rounding import copy_keyed_rounded_, write_back_
 
 
 @dataclass
@@ -97,11 +97,12 @@ def _contiguous_stride(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(reversed(stride))
 
 
-def _local_shape(
+def _shard_extent(
     shape: Sequence[int], mesh: DeviceMesh, placements: Sequence[Placement]
-) -> tuple[int, ...]:
-    """This rank's shard shape of a global `shape` (torch.chunk split, like DTensor's)."""
-    local = list(shape)
+) -> tuple[list[int], list[int]]:
+    """This rank's shard of a global `shape` (torch.chunk split, like DTensor's): its shape and
+    its offset in the global tensor."""
+    local, offset = list(shape), [0] * len(shape)
     coord = mesh.get_coordinate()
     for mesh_dim, placement in enumerate(placements):
         if isinstance(placement, Shard):
@@ -110,7 +111,39 @@ def _local_shape(
             chunk = math.ceil(local[d] / size) if local[d] else 0
             start = min(chunk * rank, local[d])
             local[d] = max(0, min(local[d], start + chunk) - start)
-    return tuple(local)
+            offset[d] += start
+    return local, offset
+
+
+def _local_shape(
+    shape: Sequence[int], mesh: DeviceMesh, placements: Sequence[Placement]
+) -> tuple[int, ...]:
+    """This rank's shard shape of a global `shape`."""
+    return tuple(_shard_extent(shape, mesh, placements)[0])
+
+
+def _global_index(
+    shape: Sequence[int], mesh: DeviceMesh, placements: Sequence[Placement],
+    device: torch.device,
+) -> torch.Tensor:
+    """Each element of this rank's shard: its flat index in the global (row-major) tensor."""
+    local, offset = _shard_extent(shape, mesh, placements)
+    index = torch.zeros(local, dtype=torch.int64, device=device)
+    for d, (n, stride) in enumerate(zip(local, _contiguous_stride(shape), strict=True)):
+        view = [1] * len(shape)
+        view[d] = n
+        index += (torch.arange(n, dtype=torch.int64, device=device) + offset[d]).view(view) * stride
+    return index
+
+
+def shared_key_base(base: int, device: torch.device) -> int:
+    """Rank 0's rounding-key base, on every rank: a parameter's shards and replicas must draw the
+    same noise whatever each process was seeded with (one broadcast, at the first step)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return base
+    t = torch.tensor([base], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def new_state_tensor(
@@ -253,7 +286,13 @@ def _tensor_step(
     if hp.weight_decay:
         x.mul_(1 - sc.rho * hp.weight_decay)
     x.sub_(step)
-    write_back_(p_local.detach(), x, hp.stochastic_rounding)
+    if p_local.dtype == torch.bfloat16 and hp.stochastic_rounding:
+        # The keyed noise of each element's global index: every sharding (and a resume, which
+        # restores no generator) rounds exactly as the single-process optimizer does.
+        index = _global_index(shape, p.device_mesh, p.placements, x.device)
+        copy_keyed_rounded_(p_local.detach(), x, state["rounding_key"], state["step"], index)
+    else:
+        write_back_(p_local.detach(), x, hp.stochastic_rounding)
     return TensorStats(step_size=alpha, update_rms=update_rms, clipped=clipped)
 
 

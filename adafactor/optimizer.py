@@ -77,7 +77,13 @@ from ._common import (
     is_real,
     state_shapes,
 )
-from .distributed import check_dtensor_parameter, dtensor_update, init_dtensor_state, is_dtensor
+from .distributed import (
+    check_dtensor_parameter,
+    dtensor_update,
+    init_dtensor_state,
+    is_dtensor,
+    shared_key_base,
+)
 from .fast import DEFAULT_CHUNK_NUMEL, fast_update
 from .fused import fused_update
 from .reference import reference_update
@@ -193,6 +199,7 @@ class Adafactor(torch.optim.Optimizer):
         validate_group(defaults)
         self._chunk_numel = chunk_numel
         self._rounding_key_base = new_key_base()
+        self._key_base_shared = False  # DTensor keys: rank 0's base, broadcast at the first step
         self._last_stats: list[TensorStats] = []
         self._last_scalars: list[StepScalars] = []
         self._last_params: list[torch.Tensor] = []  # the tensors of _last_stats, in order
@@ -208,6 +215,10 @@ class Adafactor(torch.optim.Optimizer):
 
     def _init_state(self, p: torch.Tensor, group: Mapping[str, Any], state: dict) -> None:
         if is_dtensor(p):
+            if not self._key_base_shared:
+                self._rounding_key_base = shared_key_base(self._rounding_key_base,
+                                                          p.to_local().device)
+                self._key_base_shared = True
             state.update(init_dtensor_state(p, self._mode(p, group), group["beta1"] or None))
             state["step"] = torch.zeros((), dtype=torch.float32)
             state["rounding_key"] = self._rounding_key_base + len(self.state)

@@ -82,9 +82,14 @@ def step_seeds(key: int, step: IntLike) -> tuple[IntLike, IntLike]:
 def rounding_noise(numel: int, key: int, step: IntLike, device: torch.device) -> torch.Tensor:
     """16 uniform random bits (int32 in [0, 2^16)) per element, from (key, step, element index);
     the same bits the fused kernel uses."""
+    return noise_at(torch.arange(numel, dtype=torch.int64, device=device), key, step)
+
+
+def noise_at(index: torch.Tensor, key: int, step: IntLike) -> torch.Tensor:
+    """`rounding_noise` of the elements at `index` (int64 flat indices into the whole tensor):
+    a shard draws the bits its elements would get unsharded."""
     s0, s1 = step_seeds(key, step)
-    e = torch.arange(numel, dtype=torch.int64, device=device)
-    return (mix32((mix32((e & _M32) ^ s0) + s1) & _M32) >> 16).to(torch.int32)
+    return (mix32((mix32((index & _M32) ^ s0) + s1) & _M32) >> 16).to(torch.int32)
 
 
 def new_key_base() -> int:
@@ -97,13 +102,18 @@ def new_key_base() -> int:
 
 
 def copy_keyed_rounded_(
-    dst: torch.Tensor, src: torch.Tensor, key: int, step: IntLike
+    dst: torch.Tensor, src: torch.Tensor, key: int, step: IntLike,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """dst (bf16) <- src (fp32) with unbiased stochastic rounding whose noise is
-    `rounding_noise(key, step)` (compiles without graph breaks: no generator)."""
+    `rounding_noise(key, step)` (compiles without graph breaks: no generator). `index` (the
+    shape of src): each element's flat index in the whole tensor, when src is a shard of it."""
     if isinstance(step, torch.Tensor):
         step = step.to(device=src.device, dtype=torch.int64)
     bits = src.contiguous().view(torch.int32)
-    noise = rounding_noise(src.numel(), key, step, src.device).view(src.shape)
+    if index is None:
+        noise = rounding_noise(src.numel(), key, step, src.device).view(src.shape)
+    else:
+        noise = noise_at(index, key, step)
     dst.copy_(((bits + noise) & _LOW_HALF_MASK).view(torch.float32))
     return dst

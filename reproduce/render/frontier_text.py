@@ -6,7 +6,7 @@ import csv
 import io
 
 from reproduce.render.frontier_data import FrontierData, FrontierRow, SweepPoint
-from reproduce.render.provenance import joined
+from reproduce.render.provenance import arithmetic_line, joined
 
 CSV_COLUMNS = (
     "optimizer", "label", "best_peak", "bleu", "bleu_min", "bleu_max", "valid_loss",
@@ -54,6 +54,7 @@ def _recipe_lines(data: FrontierData) -> list[str]:
         f"corpus: {joined(p.get('corpus', []))}.",
         f"BLEU: sacreBLEU (detokenized) on {joined(p.get('recipe', []))}; signature: "
         f"{joined(p.get('signature', []))}.",
+        arithmetic_line(p),
         "Each optimizer's point is its best peak step size by final validation loss (on the same "
         "split as the BLEU; with several seeds, by their mean); every run uses the paper's warmup "
         "schedule shape scaled to that peak (experiments/frontier.py).",

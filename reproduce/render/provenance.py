@@ -40,6 +40,13 @@ def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     return {k: list(v) for k, v in seen.items()}
 
 
+def arithmetic_line(p: dict[str, list[str]]) -> str:
+    """Which arithmetic the results ran on (experiments.numerics), as a sentence."""
+    return (f"Arithmetic (torch; CPU instruction set; CPU): "
+            f"{joined(p.get('numerics') or [], 'not recorded')}; other CPUs give other digits "
+            "(docs/calibration.md section 6).")
+
+
 def joined(values: Sequence[str], missing: str = "unknown") -> str:
     """The values joined by "; ", flagged MIXED when there is more than one."""
     text = "; ".join(values) if values else missing

@@ -16,7 +16,7 @@ from typing import Any
 from experiments.cell_files import atomic_write
 from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.collapse import DIVERGED
-from reproduce.render.provenance import joined
+from reproduce.render.provenance import arithmetic_line, joined
 from reproduce.render.table_data import TableCell, TableData
 
 PAPER_SETUP = (
@@ -79,8 +79,7 @@ def _provenance_lines(data: TableData) -> list[str]:
         f"BLEU: sacreBLEU (detokenized) on {field('recipe')}; signature: {field('signature')}.",
         f"Tokenized BLEU (intl tokenizer, as 2018 papers reported) is in the CSV; signature: "
         f"{field('tokenized_signature')}.",
-        f"Arithmetic (torch; CPU instruction set; CPU): {field('numerics', 'not recorded')}; "
-        "other CPUs give other digits (docs/calibration.md section 6).",
+        arithmetic_line(p),
         PAPER_SETUP,
         _unigram_line(data),
     ]
