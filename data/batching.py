@@ -39,18 +39,42 @@ def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 
 def cut_batches(src_sorted: np.ndarray, tgt_sorted: np.ndarray, max_tokens: int) -> list[int]:
-    """Greedy boundaries over length-sorted examples: returns the start index of each batch."""
-    starts = [0]
-    max_src = max_tgt = 0
-    count = 0
-    for i, (s, t) in enumerate(zip(src_sorted.tolist(), tgt_sorted.tolist(), strict=True)):
-        new_src, new_tgt = max(max_src, s), max(max_tgt, t)
-        if count and (new_src * (count + 1) > max_tokens or new_tgt * (count + 1) > max_tokens):
-            starts.append(i)
-            max_src, max_tgt, count = s, t, 1
-        else:
-            max_src, max_tgt, count = new_src, new_tgt, count + 1
-    return starts
+    """Greedy boundaries over length-sorted examples: returns the start index of each batch.
+
+    A batch from `a` takes examples while `running max length * count <= max_tokens` on both
+    sides. The running max times the count only grows, so the batch ends at the first example
+    that breaks it; each batch is found with array ops over a window of at most
+    `max_tokens // length of its first example` examples (the first example's lengths bound
+    the running max from below), not one Python step per example.
+    """
+    src = np.asarray(src_sorted, dtype=np.int64)
+    tgt = np.asarray(tgt_sorted, dtype=np.int64)
+    n, starts, a = len(src), [], 0
+    while a < n:
+        starts.append(a)
+        width = min(n - a, max(1, max_tokens // max(int(src[a]), int(tgt[a]), 1)))
+        count = np.arange(1, width + 1, dtype=np.int64)
+        fits = ((np.maximum.accumulate(src[a:a + width]) * count <= max_tokens)
+                & (np.maximum.accumulate(tgt[a:a + width]) * count <= max_tokens))
+        fits[0] = True  # a batch always takes its first example
+        a += width if fits.all() else int(np.argmin(fits))
+    return starts or [0]
+
+
+def length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """`np.lexsort((tie, tgt, src))` for a permutation `tie` of 0..n-1: as one int64 key when the
+    three fit in 63 bits (a single sort, several times faster on millions of examples)."""
+    n = len(src)
+    if n == 0:
+        return np.arange(0, dtype=np.int64)
+    tie_bits = max(1, int(n - 1).bit_length())
+    tgt_bits = max(1, int(tgt.max()).bit_length())
+    src_bits = max(1, int(src.max()).bit_length())
+    if tie_bits + tgt_bits + src_bits > 63:
+        return np.lexsort((tie, tgt, src))
+    key = (src.astype(np.int64) << (tgt_bits + tie_bits)) | (tgt.astype(np.int64) << tie_bits)
+    key |= tie.astype(np.int64)
+    return np.argsort(key)  # keys are distinct (tie is a permutation): any sort gives this order
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
@@ -106,7 +130,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self._fingerprint = hashlib.sha256(src.tobytes() + b"|" + tgt.tobytes()).hexdigest()[:16]
 
         # Boundaries depend only on the (src, tgt) length sequence, fixed for every epoch.
-        order = np.lexsort((np.arange(len(src)), tgt, src))
+        order = length_order(src, tgt, np.arange(len(src)))
         if pad_to_equal:
             self._starts = np.asarray(cut_batches(src[order], tgt[order], max_tokens))
             n_batches = len(self._starts)
@@ -121,7 +145,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     def _sorted_order(self, epoch: int) -> np.ndarray:
         n = len(self.src_lengths)
         tie = _rng(self.seed, epoch, 0).permutation(n) if self.shuffle else np.arange(n)
-        return np.lexsort((tie, self.tgt_lengths, self.src_lengths))
+        return length_order(self.src_lengths, self.tgt_lengths, tie)
 
     def _eval_shard(self, order: np.ndarray, rank: int) -> list[np.ndarray]:
         mine = order[rank :: self.world_size]
@@ -144,12 +168,16 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """All batches of `epoch` for this rank, in order (does not touch the resume position)."""
+        return [b.tolist() for b in self._epoch_arrays(epoch)]
+
+    def _epoch_arrays(self, epoch: int) -> list[np.ndarray]:
+        """`epoch_batches` as index arrays (iteration converts one batch at a time)."""
         if not self.pad_to_equal:
             batches = self._shards[self.rank]
             if self.shuffle:
                 perm = _rng(self.seed, epoch, 1).permutation(len(batches))
                 batches = [batches[i] for i in perm]
-            return [b.tolist() for b in batches]
+            return list(batches)
         order = self._sorted_order(epoch)
         batches = np.split(order, self._starts[1:])
         if self.shuffle:
@@ -157,21 +185,21 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in perm]
         total = self._per_rank * self.world_size
         batches = [batches[i % len(batches)] for i in range(total)]  # cycle: fewer than W batches
-        return [b.tolist() for b in batches[self.rank :: self.world_size]]
+        return batches[self.rank :: self.world_size]
 
     # ------------------------------------------------------------------ Sampler protocol
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (a resumed epoch yields fewer: the remaining ones)."""
-        return len(self.epoch_batches(0)) if not self.pad_to_equal else self._per_rank
+        return len(self._epoch_arrays(0)) if not self.pad_to_equal else self._per_rank
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self.epoch_batches(self.epoch)
+        batches = self._epoch_arrays(self.epoch)
         start, self._start = self._start, 0
         self._position = start
         for batch in batches[start:]:
             self._position += 1
-            yield batch
+            yield batch.tolist()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch; a pending resume position is kept only when the epoch is unchanged."""

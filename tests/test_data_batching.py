@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.batching import TokenBudgetBatchSampler
+from data.batching import TokenBudgetBatchSampler, cut_batches, length_order
 
 lengths = st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=300)
 
@@ -144,3 +144,39 @@ def test_bad_arguments_are_named():
         make([(3, 3)], rank=2, world_size=2)
     with pytest.raises(ValueError, match="equal size"):
         TokenBudgetBatchSampler([1, 2], [1], 10, shuffle=False, seed=0)
+
+
+def _greedy_reference(src: list[int], tgt: list[int], max_tokens: int) -> list[int]:
+    """The batch cut one example at a time (what cut_batches computes with array ops)."""
+    starts, max_src, max_tgt, count = [0], 0, 0, 0
+    for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
+        new_src, new_tgt = max(max_src, s), max(max_tgt, t)
+        if count and (new_src * (count + 1) > max_tokens or new_tgt * (count + 1) > max_tokens):
+            starts.append(i)
+            max_src, max_tgt, count = s, t, 1
+        else:
+            max_src, max_tgt, count = new_src, new_tgt, count + 1
+    return starts
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=1, max_size=400),
+       st.integers(60, 700), st.booleans())
+def test_cut_batches_is_the_greedy_cut(pairs, max_tokens, sort) -> None:
+    if sort:
+        pairs = sorted(pairs)
+    src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
+    assert cut_batches(np.array(src), np.array(tgt), max_tokens) == _greedy_reference(
+        src, tgt, max_tokens)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2**20), st.integers(1, 300)), min_size=1, max_size=300),
+       st.integers(0, 2**32 - 1))
+def test_length_order_is_lexsort(pairs, seed) -> None:
+    src = np.array([p[0] for p in pairs])
+    tgt = np.array([p[1] for p in pairs])
+    tie = np.random.default_rng(seed).permutation(len(pairs))
+    assert length_order(src, tgt, tie).tolist() == np.lexsort((tie, tgt, src)).tolist()
+    huge = src * 2**40  # past 63 bits of key: the lexsort fallback
+    assert length_order(huge, tgt, tie).tolist() == np.lexsort((tie, tgt, huge)).tolist()
