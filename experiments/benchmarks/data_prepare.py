@@ -233,12 +233,10 @@ def _run_child(name: str, args: dict[str, Any], *, pythonpath: Path = REPO,
 def _finish(proc: subprocess.Popen, status: int, usage: Any, started: float) -> dict[str, Any]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     out = proc.stdout.read() if proc.stdout else ""
-    errors = proc.errors  # type: ignore[attr-defined]
     if proc.returncode != 0:
-        errors.seek(0)
         raise RuntimeError(f"child {proc.args[3]} failed with {proc.returncode}: "
-                           f"{out[-1000:]}{errors.read()[-2000:]}")
-    errors.close()
+                           f"{out[-1000:]}{_stderr_tail(proc, 2000)}")
+    proc.errors.close()  # type: ignore[attr-defined]
     result = json.loads(out.strip().splitlines()[-1])
     result.update(wall_s=round(time.time() - started, 2),
                   peak_rss_gb=round(usage.ru_maxrss * 1024 / 1e9, 3))
@@ -284,12 +282,14 @@ def _stacks_of_running(procs: list[subprocess.Popen], finished: dict[int, Any]) 
     for proc in running:
         proc.send_signal(signal.SIGUSR1)
     time.sleep(2)
-    parts = []
-    for proc in running:
-        proc.errors.seek(0)  # type: ignore[attr-defined]
-        parts.append(f"--- {proc.args[3]} pid {proc.pid}:\n"
-                     f"{proc.errors.read()[-3000:]}")  # type: ignore[attr-defined]
-    return "\n".join(parts)
+    return "\n".join(f"--- {proc.args[3]} pid {proc.pid}:\n{_stderr_tail(proc, 3000)}"
+                     for proc in running)
+
+
+def _stderr_tail(proc: subprocess.Popen, chars: int) -> str:
+    """The last `chars` characters a child wrote to its stderr file."""
+    proc.errors.seek(0)  # type: ignore[attr-defined]
+    return proc.errors.read()[-chars:]  # type: ignore[attr-defined]
 
 
 def _free_port() -> int:

@@ -30,7 +30,6 @@ CSV_EVERY = 10  # steps between CSV rows
 ROW_TITLES = {"A": "beta2 = 0.999 (row A)", "G": "beta2 = 0.9 (row G)"}
 
 
-
 @dataclass
 class Figure1Data:
     """Smoothed curves by (row, series), the cells that have none, and what each ran with."""

@@ -32,12 +32,16 @@ def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
             seen["signature"][str(r["bleu_signature"])] = None
         if r.get("tokenized_bleu_signature"):
             seen["tokenized_signature"][str(r["tokenized_bleu_signature"])] = None
-        numerics = ((r.get("identity") or {}).get("recorded") or {}).get("numerics")
-        if numerics:
-            seen["numerics"][str(numerics)] = None
+        if numerics := recorded_numerics(r):
+            seen["numerics"][numerics] = None
         if r.get("steps") is not None and r.get("status") != DIVERGED:  # diverged cells stop early
             seen["steps"][str(r["steps"])] = None
     return {k: list(v) for k, v in seen.items()}
+
+
+def recorded_numerics(result: dict[str, Any]) -> str:
+    """The arithmetic a result ran on (experiments.numerics), or "" when it was not recorded."""
+    return str(((result.get("identity") or {}).get("recorded") or {}).get("numerics") or "")
 
 
 def arithmetic_line(p: dict[str, list[str]]) -> str:

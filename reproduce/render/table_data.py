@@ -118,7 +118,6 @@ class TableData:
         return line
 
 
-
 def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],
                 load_metrics: MetricsLoader | None = None,
                 unigram_levels: Mapping[str, float] | None = None) -> TableData:

@@ -16,7 +16,7 @@ from typing import Any
 from experiments.cell_files import atomic_write
 from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.collapse import DIVERGED
-from reproduce.render.provenance import arithmetic_line, joined
+from reproduce.render.provenance import arithmetic_line, joined, recorded_numerics
 from reproduce.render.table_data import TableCell, TableData
 
 PAPER_SETUP = (
@@ -164,7 +164,7 @@ def csv_text(data: TableData) -> str:
                     "valid_loss": _round(r.get("valid_loss"), 4),
                     "steps": r.get("steps", ""),
                     "scale": r.get("scale", ""),
-                    "numerics": r.get("identity", {}).get("recorded", {}).get("numerics", ""),
+                    "numerics": recorded_numerics(r),
                     "description": tc.cell.description,
                     "cell_id": tc.cell.cell_id,
                     "result_cell_id": r.get("cell_id", ""),
