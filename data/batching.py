@@ -38,6 +38,14 @@ def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
 
 
+def _lengths_fingerprint(src: np.ndarray, tgt: np.ndarray) -> str:
+    """SHA-256 of the int64 length bytes, source | target (hashed in place: no copy of either)."""
+    digest = hashlib.sha256(np.ascontiguousarray(src, dtype=np.int64).data)
+    digest.update(b"|")
+    digest.update(np.ascontiguousarray(tgt, dtype=np.int64).data)
+    return digest.hexdigest()[:16]
+
+
 def cut_batches(src_sorted: np.ndarray, tgt_sorted: np.ndarray, max_tokens: int) -> list[int]:
     """Greedy boundaries over length-sorted examples: returns the start index of each batch.
 
@@ -127,7 +135,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self._start = 0  # batches of self.epoch to skip at the next iteration (resume)
         self._position = 0  # batches of self.epoch yielded so far on this rank
-        self._fingerprint = hashlib.sha256(src.tobytes() + b"|" + tgt.tobytes()).hexdigest()[:16]
+        self._fingerprint = _lengths_fingerprint(src, tgt)
 
         # Boundaries depend only on the (src, tgt) length sequence, fixed for every epoch.
         order = length_order(src, tgt, np.arange(len(src)))

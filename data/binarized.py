@@ -1,4 +1,4 @@
-"""Binarize a corpus once, memory-map it everywhere: vocabulary, token ids, references, index.
+"""Binarize a corpus once, read it by position everywhere: vocabulary, token ids, references, index.
 
 `binarize(...)` builds (under a file lock, so concurrent cells and ranks build it once) a folder
 
@@ -15,10 +15,12 @@ embedded corpus) and the vocabulary options, so finding the folder reads no corp
 SentencePiece model stays in `<cache_dir>` (data.vocab's content-hashed file), shared with older
 caches.
 
-`open_binarized` maps the arrays with `np.load(mmap_mode="r")`: a training process holds no
-Python list of the corpus, every rank shares the page cache, and lengths come from the offsets.
-numpy memmap was chosen over Arrow (`datasets.map(num_proc=N)` + `save_to_disk`): on a small
-stand-in it built faster and mapped leaner (experiments/benchmarks/data_prepare.py --compare-arrow).
+`Binarized.split` opens the arrays as `data.npy_file.NpyFile`s, read with `os.pread` one sentence
+at a time: a training process holds no Python list of the corpus and maps none of it into its
+memory (a mapped read counts whole page-cache folios in the process's RSS: see that module), every
+rank shares the OS page cache, and lengths come from the offsets. Flat .npy arrays were chosen over
+Arrow (`datasets.map(num_proc=N)` + `save_to_disk`): on a small stand-in they built faster and
+read leaner (experiments/benchmarks/data_prepare.py --arrow-repeat).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from filelock import FileLock
 
 from data.corpora import CorpusError, ParallelCorpus, load_corpus
 from data.fingerprint import corpus_stat_key
+from data.npy_file import NpyFile, NpyFileError
 from data.vocab import SharedVocab, build_vocab
 
 log = logging.getLogger(__name__)
@@ -100,54 +103,56 @@ def keep_index(src_off: np.ndarray, tgt_off: np.ndarray, max_len: int) -> np.nda
 
 
 class MappedIds:
-    """Token ids of many sentences: memory-mapped flat ids + offsets (no per-sentence objects)."""
+    """Token ids of many sentences: flat ids + offsets, read by position (data.npy_file)."""
 
-    def __init__(self, ids: np.ndarray, offsets: np.ndarray) -> None:
+    def __init__(self, ids: NpyFile, offsets: NpyFile) -> None:
         self.ids, self.offsets = ids, offsets
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        return np.diff(self.offsets.read_all())
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.ids[self.offsets[i] : self.offsets[i + 1]])
-
-    def flat(self) -> np.ndarray:
-        """All ids in one array (a view of the map; touching it pages the file in)."""
-        return self.ids
+        start, stop = self.offsets.read(int(i), int(i) + 2)
+        return self.ids.read(int(start), int(stop))
 
 
 class MappedText:
-    """UTF-8 sentences stored as one byte array + offsets, decoded one at a time."""
+    """UTF-8 sentences stored as one byte array + offsets, read and decoded one at a time."""
 
-    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+    def __init__(self, data: NpyFile, offsets: NpyFile) -> None:
         self.data, self.offsets = data, offsets
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
-        return self.data[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8")
+        start, stop = self.offsets.read(int(i), int(i) + 2)
+        return self.data.read(int(start), int(stop)).tobytes().decode("utf-8")
 
 
 class MappedSplit:
-    """One split of a binarized corpus, memory-mapped from its folder.
+    """One split of a binarized corpus, read from its folder on demand.
 
     Pickling (DataLoader workers, spawned processes) sends the folder and split name, not the
-    arrays; the receiver maps the same files.
+    arrays; the receiver opens the same files.
     """
 
     def __init__(self, folder: Path, name: str) -> None:
         self.folder, self.name = Path(folder), name
 
-        def load(suffix: str) -> np.ndarray:
-            return np.load(self.folder / f"{name}.{suffix}.npy", mmap_mode="r")
+        def open_array(suffix: str) -> NpyFile:
+            path = self.folder / f"{name}.{suffix}.npy"
+            try:
+                return NpyFile(path)
+            except (NpyFileError, OSError) as err:
+                raise CorpusError(f"{err}; delete {self.folder} to rebuild it") from err
 
-        self.src = MappedIds(load("src.ids"), load("src.off"))
-        self.tgt = MappedIds(load("tgt.ids"), load("tgt.off"))
-        self.references = MappedText(load("ref"), load("ref.off"))
+        self.src = MappedIds(open_array("src.ids"), open_array("src.off"))
+        self.tgt = MappedIds(open_array("tgt.ids"), open_array("tgt.off"))
+        self.references = MappedText(open_array("ref"), open_array("ref.off"))
 
     def __len__(self) -> int:
         return len(self.src)
@@ -188,8 +193,9 @@ class Binarized:
             with FileLock(str(self.folder) + ".lock", timeout=_LOCK_TIMEOUT_S):
                 if not path.is_file():
                     train = self.split("train")
-                    _save(path, keep_index(train.src.offsets, train.tgt.offsets, max_len))
-        return np.load(path, mmap_mode="r")
+                    _save(path, keep_index(train.src.offsets.read_all(),
+                                           train.tgt.offsets.read_all(), max_len))
+        return np.load(path)
 
 
 # ----------------------------------------------------------------------------- building

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands_.add_parser(
         "prepare", help="binarize the scale's corpus once (vocabulary, token ids, index)",
-        description="Build the memory-mapped corpus cache (data.binarized) that every cell and "
+        description="Build the binarized corpus cache (data.binarized) that every cell and "
         "rank of --results-dir maps; the first cell does it implicitly, under a file lock. The "
         "Slurm launcher runs it as the job the array depends on.",
         epilog="example:\n  python -m reproduce prepare --scale base --results-dir results/base",

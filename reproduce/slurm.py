@@ -2,7 +2,7 @@
 
 The prepare job runs ``python -m reproduce prepare`` once: it binarizes the corpus (vocabulary,
 token ids, length index; data.binarized) into the results folder's cache, which every array task
-and rank then memory-maps. The array waits for it with ``--dependency=afterok:<prepare>`` and
+and rank then reads. The array waits for it with ``--dependency=afterok:<prepare>`` and
 ``--kill-on-invalid-dep=yes`` (a failed prepare cancels the array instead of leaving it pending
 forever).
 

@@ -180,3 +180,13 @@ def test_length_order_is_lexsort(pairs, seed) -> None:
     assert length_order(src, tgt, tie).tolist() == np.lexsort((tie, tgt, src)).tolist()
     huge = src * 2**40  # past 63 bits of key: the lexsort fallback
     assert length_order(huge, tgt, tie).tolist() == np.lexsort((tie, tgt, huge)).tolist()
+
+
+def test_the_lengths_fingerprint_is_the_one_older_checkpoints_hold() -> None:
+    # The resume state's fingerprint is the SHA-256 of the int64 lengths (source, "|", target);
+    # a checkpoint written before it was hashed in place must still load.
+    sampler = TokenBudgetBatchSampler([3, 5, 2, 7, 1], [4, 4, 6, 2, 9], 16, shuffle=True, seed=0)
+    assert sampler.state_dict()["lengths_fingerprint"] == "5506848a4049dbd7"
+    assert TokenBudgetBatchSampler(np.array([3, 5, 2, 7, 1], dtype=np.int32),
+                                   np.array([4, 4, 6, 2, 9], dtype=np.int16), 16, shuffle=False,
+                                   seed=0).state_dict()["lengths_fingerprint"] == "5506848a4049dbd7"

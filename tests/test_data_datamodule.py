@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from data.corpora import load_corpus
-from data.datamodule import TranslationData
+from data.datamodule import PadCollator, TranslationData
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +162,34 @@ def test_resume_mid_epoch_through_a_lightning_checkpoint(cache_dir: Path, tmp_pa
             ckpt_path=tmp_path / "a" / f"step={cut}.ckpt",
         )
         assert resumed == straight[cut:], f"resume from step {cut}"
+
+
+def _collate_row_by_row(items: list, pad: int, bos: int, eos: int) -> dict:
+    """The batch layout written one sentence at a time (the collator's reference)."""
+    n = len(items)
+    src = torch.full((n, max(len(s) for _, s, _, _ in items) + 1), pad, dtype=torch.long)
+    tgt_in = torch.full((n, max(len(t) for _, _, t, _ in items) + 1), pad, dtype=torch.long)
+    tgt_out = tgt_in.clone()
+    for row, (_, s, t, _) in enumerate(items):
+        src[row, : len(s)] = torch.as_tensor(s.astype(np.int64))
+        src[row, len(s)] = eos
+        tgt_in[row, 0] = bos
+        tgt_in[row, 1 : len(t) + 1] = torch.as_tensor(t.astype(np.int64))
+        tgt_out[row, : len(t)] = torch.as_tensor(t.astype(np.int64))
+        tgt_out[row, len(t)] = eos
+    return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(3, 30000), max_size=12),
+                          st.lists(st.integers(3, 30000), max_size=12)),
+                min_size=1, max_size=9))
+def test_the_collator_equals_row_by_row_padding(pairs: list) -> None:
+    items = [(i, np.asarray(s, dtype=np.int32), np.asarray(t, dtype=np.int32), f"ref {i}")
+             for i, (s, t) in enumerate(pairs)]
+    batch = PadCollator(0, 1, 2)(items)
+    expected = _collate_row_by_row(items, 0, 1, 2)
+    for key, tensor in expected.items():
+        assert batch[key].dtype == torch.long and torch.equal(batch[key], tensor), key
+    assert batch["indices"] == list(range(len(items)))
+    assert batch["references"] == [f"ref {i}" for i in range(len(items))]

@@ -2,20 +2,23 @@
 
     python -m experiments.benchmarks.data_prepare [--repeat 31] [--vocab-size 32768]
         [--max-len 256] [--max-tokens 4096] [--ranks 2] [--arrow-repeat 3]
-        [--baseline-src DIR] [--work DIR] [--out DIR]
+        [--baseline-src DIR] [--python PATH] [--work DIR] [--out DIR]
 
 Stand-in corpus: a local "wmt14"-style folder (data.corpora's wmt14 layout): ``train.{en,de}`` =
 Multi30k train repeated ``--repeat`` times (29,000 x 31 = 899,000 pairs), ``newstest2013`` =
 Multi30k test2016, ``newstest2014`` = the real newstest2014 (when ../shared/data has it).
 
-Every measurement runs in a fresh process (``--child``); time is its wall clock, memory its peak
-RSS (``os.wait4``'s ru_maxrss):
+Every measurement runs in a fresh process (``--child``); time is its wall clock to exit, memory its
+peak RSS (``os.wait4``'s ru_maxrss):
 - ``prepare`` cold: vocabulary training + binarizing (``python -m reproduce prepare`` does this);
 - ``prepare`` with the vocabulary cached (the binarized folder removed): reading + encoding;
 - first step: ``TranslationData(...).prepare_data(); setup("fit")``, the first training batch
   and one optimizer step of a small embedding model, reported from process start and from the
   end of the imports (torch, Lightning); with ``--baseline-src DIR`` (an older checkout, e.g.
-  ``git archive <commit>``) the same child runs on that code for comparison;
+  ``git archive <commit>``) the same child runs on that code for comparison; each row says what
+  the imports alone took and which optional packages they loaded (Lightning imports torchmetrics,
+  which imports transformers and matplotlib when installed); ``--python PATH`` runs the
+  first-step and rank children in another interpreter (a venv without the test extras);
 - ``--ranks N``: N gloo ranks at once (torch.distributed, DDP over the small model, batches
   sharded by rank), peak RSS per rank; ``--rank-rounds K`` starts them K times;
 - ``--arrow-repeat K``: on a K-times stand-in, numpy memmap (data.binarized) against Arrow
@@ -97,6 +100,20 @@ def _one_step(model, batch: dict, optimizer) -> float:
     return float(loss.detach())
 
 
+# Optional packages that the imports above pull in when installed: Lightning imports torchmetrics,
+# which imports transformers (the test extra) and matplotlib. They are part of the import cost.
+_OPTIONAL_IMPORTS = ("transformers", "matplotlib", "pandas", "pyarrow", "datasets", "wandb")
+
+
+def _imports_row(started: float) -> dict[str, Any]:
+    """What the imports cost: seconds, peak RSS so far, and the optional packages they loaded."""
+    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text()
+                   .splitlines() if line.startswith("VmHWM:"))
+    return {"imports_s": round(time.time() - started, 2),
+            "imports_peak_rss_gb": round(peak_kb * 1024 / 1e9, 3),
+            "optional_imports": [m for m in _OPTIONAL_IMPORTS if m in sys.modules]}
+
+
 def _child_first_step(a: dict[str, Any]) -> dict[str, Any]:
     started = a["started"]
     import lightning  # noqa: F401  (a cell imports it: count it like a cell does)
@@ -105,6 +122,7 @@ def _child_first_step(a: dict[str, Any]) -> dict[str, Any]:
     from data.datamodule import TranslationData
 
     imported = time.time()
+    imports = _imports_row(started)
     dm = TranslationData("wmt14", corpus_path=a["corpus"], vocab_size=a["vocab_size"],
                          max_tokens=a["max_tokens"], cache_dir=a["cache"], max_len=a["max_len"],
                          eval_max_sentences=200)
@@ -114,7 +132,7 @@ def _child_first_step(a: dict[str, Any]) -> dict[str, Any]:
     model = _small_model(dm.vocab.size)
     loss = _one_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1))
     done = time.time()
-    return {"from_start_s": done - started, "after_imports_s": done - imported,
+    return {"from_start_s": done - started, "after_imports_s": done - imported, **imports,
             "batch": list(batch["src"].shape), "loss": loss}
 
 
@@ -129,6 +147,7 @@ def _child_rank(a: dict[str, Any]) -> dict[str, Any]:
     from data.datamodule import PadCollator, TranslationData
 
     imported = time.time()
+    imports = _imports_row(started)
     dist.init_process_group("gloo", timeout=timedelta(seconds=300))  # a dead peer: fail
     rank, world = dist.get_rank(), dist.get_world_size()
     dm = TranslationData("wmt14", corpus_path=a["corpus"], vocab_size=a["vocab_size"],
@@ -153,7 +172,7 @@ def _child_rank(a: dict[str, Any]) -> dict[str, Any]:
     dist.barrier()
     dist.destroy_process_group()
     return {"rank": rank, "from_start_s": done - started, "after_imports_s": done - imported,
-            "loss": loss}
+            **imports, "loss": loss}
 
 
 def _child_arrow_build(a: dict[str, Any]) -> dict[str, Any]:
@@ -216,13 +235,13 @@ CHILDREN = {"prepare": _child_prepare, "first_step": _child_first_step, "rank": 
 
 
 def _run_child(name: str, args: dict[str, Any], *, pythonpath: Path = REPO,
-               env: dict[str, str] | None = None) -> subprocess.Popen:
+               env: dict[str, str] | None = None, python: str | None = None) -> subprocess.Popen:
     payload = json.dumps({**args, "started": time.time()})
     # stderr goes to a file (read back when the child fails): a pipe nobody reads could fill up.
     errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by _finish)
     # Run as a script, so that with --baseline-src the data code comes from that checkout.
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--child", name, payload],
+        [python or sys.executable, str(Path(__file__).resolve()), "--child", name, payload],
         cwd=pythonpath, stdout=subprocess.PIPE, stderr=errors, text=True,
         env={**os.environ, "PYTHONPATH": str(pythonpath), **(env or {})},
     )
@@ -307,7 +326,14 @@ def measure(name: str, args: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 
 
 def _report(label: str, row: dict[str, Any]) -> None:
-    extra = "".join(f", {k} {row[k]:.2f} s" for k in ("after_imports_s",) if k in row)
+    """One line: wall time (to exit) and peak RSS; for a first step also the time from process
+    start to the step done, which is what a cell waits for."""
+    extra = (f", first step done {row['from_start_s']:.2f} s after start"
+             if "from_start_s" in row else "")
+    extra += "".join(f", {k} {row[k]:.2f} s" for k in ("after_imports_s",) if k in row)
+    if "imports_s" in row:
+        extra += (f" (imports {row['imports_s']:.2f} s, {row['imports_peak_rss_gb']:.3f} GB, "
+                  f"loading {'+'.join(row['optional_imports']) or 'no optional package'})")
     print(f"{label:<44} {row['wall_s']:8.2f} s  {row['peak_rss_gb']:.3f} GB{extra}", flush=True)
 
 
@@ -328,11 +354,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows["prepare_vocab_cached"] = measure("prepare", common)
     _report("prepare (vocabulary cached)", rows["prepare_vocab_cached"])
     for round_ in range(args.rounds):
-        rows[f"first_step_{round_}"] = measure("first_step", common)
-        _report(f"first step, memmap (round {round_})", rows[f"first_step_{round_}"])
+        rows[f"first_step_{round_}"] = measure("first_step", common, python=args.python)
+        _report(f"first step, this checkout (round {round_})", rows[f"first_step_{round_}"])
         if args.baseline_src:
             rows[f"baseline_first_step_{round_}"] = measure(
-                "first_step", common, pythonpath=Path(args.baseline_src))
+                "first_step", common, pythonpath=Path(args.baseline_src), python=args.python)
             _report(f"first step, {args.baseline_src} (round {round_})",
                     rows[f"baseline_first_step_{round_}"])
     if args.ranks > 1:
@@ -340,7 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
                    "WORLD_SIZE": str(args.ranks)}
             started = time.time()
-            procs = [_run_child("rank", common, env={**env, "RANK": str(r)})
+            procs = [_run_child("rank", common, env={**env, "RANK": str(r)}, python=args.python)
                      for r in range(args.ranks)]
             ranks = _reap_all(procs, started, timeout_s=args.rank_timeout)
             rows["gloo_ranks" if round_ == 0 else f"gloo_ranks_{round_}"] = ranks
@@ -401,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--baseline-src", default=None,
                         help="an older checkout to time the same first-step child on")
+    parser.add_argument("--python", default=None,
+                        help="the interpreter of the first-step and rank children (default: "
+                        "this one), e.g. a venv without the test extras, as a user installs")
     parser.add_argument("--fresh", action="store_true", help="empty the cache first")
     parser.add_argument("--work", default="results/benchmarks/data_prepare/work")
     parser.add_argument("--out", default="results/benchmarks/data_prepare")
