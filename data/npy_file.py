@@ -28,20 +28,19 @@ def _read_header(path: Path) -> tuple[np.dtype, int, int]:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise NpyFileError(f"{path}: .npy format version {version} is not supported")
-            data_offset = f.tell()
+            data_offset = f.tell()  # one dimension: C and Fortran order are the same bytes
+    except NpyFileError:
+        raise
     except (ValueError, OSError) as err:
-        if isinstance(err, NpyFileError):
-            raise
         raise NpyFileError(f"{path}: not a readable .npy file ({err})") from err
     if len(shape) != 1 or dtype.hasobject:
         raise NpyFileError(f"{path}: expected a 1-D numeric array, found shape {shape} "
                            f"of {dtype}")
-    del fortran  # one dimension: C and Fortran order are the same bytes
     expected = data_offset + shape[0] * dtype.itemsize
     size = path.stat().st_size
     if size < expected:

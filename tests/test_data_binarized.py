@@ -67,10 +67,8 @@ def test_setup_encodes_each_sentence_once_even_when_pairs_are_dropped(
 
 def _mapped_files_under(folder: Path) -> list[str]:
     """Files under `folder` that this process has memory-mapped (from /proc/self/maps)."""
-    lines = Path("/proc/self/maps").read_text().splitlines()
-    return sorted({line.split(maxsplit=5)[5] for line in lines
-                   if len(line.split(maxsplit=5)) == 6
-                   and line.split(maxsplit=5)[5].startswith(str(folder))})
+    fields = (line.split(maxsplit=5) for line in Path("/proc/self/maps").read_text().splitlines())
+    return sorted({f[5] for f in fields if len(f) == 6 and f[5].startswith(str(folder))})
 
 
 def test_a_second_cell_reads_the_cache_without_reading_the_corpus(
