@@ -93,7 +93,7 @@ def _add_render_outputs(parser: argparse.ArgumentParser) -> None:
         "--from", dest="source", choices=("results", "wandb"), default="results",
         help="build the tables from result files (default) or from the finished W&B runs of "
         "--scale via wandb.Api (needs --entity, --project and a W&B login; no training; the "
-        "runs are saved as result files under --results-dir, default "
+        "runs are saved as result files, config.json included, under --results-dir, default "
         "results/wandb/<entity>/<project>). Example: --from wandb",
     )
     parser.add_argument("--entity", help="W&B entity for --from wandb. Example: --entity my-team")

@@ -114,7 +114,10 @@ def run_tables(args: argparse.Namespace) -> int:
             print(f"would fetch W&B runs of {args.entity}/{args.project} and render "
                   f"{', '.join(tables)} into {args.tables_dir}")
             return 0
-        _render_and_print(tables, _fetch_wandb(args, tables), args.tables_dir)
+        fetched = _fetch_wandb(args, tables)
+        _prepare([p for p in _with_prepare(tables) if not getattr(args, skip_dest(p.prepare_flag))],
+                 fetched, args.rows)
+        _render_and_print(tables, fetched, args.tables_dir)
         return 0
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)

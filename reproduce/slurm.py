@@ -142,6 +142,23 @@ def array_script(
     return "\n".join(lines)
 
 
+def _one_task_script(
+    res: SlurmResources, *, purpose: str, job_name: str, log: Path, workdir: Path, time: str,
+    cpus: int, extra: Sequence[str], command: str,
+) -> str:
+    """An sbatch script of one task on ``cpus`` CPUs that runs ``command``."""
+    lines = ["#!/bin/bash", f"# Written by `python -m reproduce`: {purpose}"]
+    lines += _common_lines(res, job_name, log, workdir)
+    lines += [f"#SBATCH --time={time}", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={cpus}",
+              *extra, "", "set -euo pipefail", command, ""]
+    return "\n".join(lines)
+
+
+def _reproduce_command(python: str, subcommand: str, args: Sequence[str]) -> str:
+    return f"{shlex.quote(python)} -m reproduce {subcommand} " + " ".join(
+        shlex.quote(a) for a in args)
+
+
 def render_script(
     *,
     resources: SlurmResources,
@@ -152,20 +169,12 @@ def render_script(
     job_name: str = "adafactor-render",
 ) -> str:
     """The sbatch script of the render job (submitted with --dependency=afterany:<array>)."""
-    lines = ["#!/bin/bash", "# Written by `python -m reproduce`: renders paper_tables/ once every "
-             "array task has ended."]
-    lines += _common_lines(resources, job_name, log_dir / "render_%j.out", workdir)
-    lines += [
-        f"#SBATCH --time={resources.render_time}",
-        "#SBATCH --ntasks=1",
-        "#SBATCH --cpus-per-task=1",
-        "",
-        "set -euo pipefail",
-        f"{shlex.quote(python)} -m reproduce render "
-        + " ".join(shlex.quote(a) for a in render_args),
-        "",
-    ]
-    return "\n".join(lines)
+    return _one_task_script(
+        resources, purpose="renders paper_tables/ once every array task has ended.",
+        job_name=job_name, log=log_dir / "render_%j.out", workdir=workdir,
+        time=resources.render_time, cpus=1, extra=(),
+        command=_reproduce_command(python, "render", render_args),
+    )
 
 
 def prepare_script(
@@ -179,27 +188,14 @@ def prepare_script(
 ) -> str:
     """The sbatch script of the prepare job (the array waits for it with afterok)."""
     res = resources
-    cpus = res.prepare_cpus or res.cpus_per_task * res.tasks_per_node
-    lines = ["#!/bin/bash", "# Written by `python -m reproduce`: binarizes the corpus once "
-             "(data.binarized) before the array starts."]
-    lines += _common_lines(res, job_name, log_dir / "prepare_%j.out", workdir)
-    lines += [
-        f"#SBATCH --time={res.prepare_time}",
-        "#SBATCH --ntasks=1",
-        f"#SBATCH --cpus-per-task={cpus}",
-    ]
-    if res.mem:
-        lines.append(f"#SBATCH --mem={res.mem}")
-    if res.begin:
-        lines.append(f"#SBATCH --begin={res.begin}")
-    lines += [
-        "",
-        "set -euo pipefail",
-        f"{shlex.quote(python)} -m reproduce prepare "
-        + " ".join(shlex.quote(a) for a in prepare_args),
-        "",
-    ]
-    return "\n".join(lines)
+    extra = ([f"#SBATCH --mem={res.mem}"] if res.mem else []) + (
+        [f"#SBATCH --begin={res.begin}"] if res.begin else [])
+    return _one_task_script(
+        res, purpose="binarizes the corpus once (data.binarized) before the array starts.",
+        job_name=job_name, log=log_dir / "prepare_%j.out", workdir=workdir,
+        time=res.prepare_time, cpus=res.prepare_cpus or res.cpus_per_task * res.tasks_per_node,
+        extra=extra, command=_reproduce_command(python, "prepare", prepare_args),
+    )
 
 
 @dataclass

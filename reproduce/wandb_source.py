@@ -30,7 +30,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import METRICS_FILE, RESULT_FILE, atomic_write_json, cell_dir
+from experiments.cell_files import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    atomic_write_json,
+    cell_dir,
+)
 from experiments.cell_files import atomic_write as write_atomic
 from experiments.tables import get_cell
 from reproduce.errors import UsageError
@@ -143,13 +149,15 @@ def write_results(
     tables: Sequence[str] | None = None,
     scale: str | None = None,
 ) -> int:
-    """Write result.json + metrics.jsonl per finished run; returns the number of cells written.
+    """Write result.json + metrics.jsonl per finished run, and config.json where the run config
+    is the cell's own (its cell and scale preset: what the unigram level is measured from);
+    returns the number of cells written.
 
     Runs of other tables (Table 1 reads Table 2 rows A and G) or scales are left out; when a
     cell has several runs the one with the latest ``_timestamp`` wins.
     """
     wanted = set(tables or ()) | ({"table2"} if tables and "table1" in tables else set())
-    chosen: dict[str, tuple[float, dict[str, Any], list[dict[str, Any]]]] = {}
+    chosen: dict[str, tuple[float, dict[str, Any], list[dict[str, Any]], dict[str, Any]]] = {}
     for record in records:
         result = result_from_record(record)
         if result is None:
@@ -162,12 +170,21 @@ def write_results(
         previous = chosen.get(result["cell_id"])
         if previous is None or stamp >= previous[0]:
             chosen[result["cell_id"]] = (stamp, result, metrics_from_history(
-                record.get("history") or []))
-    for cell_id, (_, result, metrics) in chosen.items():
+                record.get("history") or []), _plain(record.get("config") or {}))
+    for cell_id, (_, result, metrics, config) in chosen.items():
         folder = cell_dir(results_dir, cell_id)
+        if _config_of(config, cell_id):
+            atomic_write_json(folder / CONFIG_FILE, config)
         atomic_write_json(folder / RESULT_FILE, result)
         write_atomic(folder / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
     return len(chosen)
+
+
+def _config_of(config: Mapping[str, Any], cell_id: str) -> bool:
+    """Whether a run config is the config.json of ``cell_id`` (a cell and its scale preset)."""
+    cell, scale = config.get("cell"), config.get("scale")
+    return (isinstance(cell, Mapping) and isinstance(scale, Mapping)
+            and cell.get("cell_id") == cell_id)
 
 
 def download_results(

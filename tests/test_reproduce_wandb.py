@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tracking import load_results, read_metrics
+from experiments.tracking import load_results, read_json, read_metrics
+from experiments.unigram import load_unigram_levels, measure_unigram_levels
 from reproduce.cli import main
 from reproduce.wandb_source import metrics_from_history, result_from_record, write_results
 
@@ -100,3 +101,48 @@ def test_live_path_without_login_is_a_clear_error(tmp_path: Path, monkeypatch: p
                  "--results-dir", str(tmp_path / "r")])
     assert code == 2
     assert "cannot read W&B runs of nobody/p" in capsys.readouterr().err
+
+
+def test_recorded_runs_give_the_unigram_level_and_curve_verdicts(tmp_path: Path,
+                                                                  records: list[dict]) -> None:
+    """The run config is config.json: written back, the unigram level is measured from it, and
+    the table reads every finished curve against that level (without it only divergence)."""
+    from reproduce.render import render_tables
+
+    results = tmp_path / "results"
+    write_results(records, results, tables=["table2"], scale="tiny")
+    config = read_json(results / "table2/A/warmup/seed0/config.json")
+    want = {k: v for k, v in records[0]["config"].items() if not k.startswith("_")}
+    assert config == want and config["scale"]["corpus"] == "embedded"
+    measure_unigram_levels(results, "table2", log=lambda _: None)
+    levels = load_unigram_levels(results, "table2")
+    assert set(levels) == {"table2/A/warmup/seed0", "table2/A/no-warmup/seed0",
+                           "table2/G/warmup/seed0", "table2/G/no-warmup/seed0"}
+    # The recorded Q6 run carries another cell's config: it is not taken as Q6's.
+    assert not (results / "table2/Q6/warmup/seed0/config.json").exists()
+    render_tables(["table2"], results, tmp_path / "tables")
+    rows = {(r["row"], r["warmup"]): r for r in csv.DictReader((tmp_path / "tables" /
+                                                                 "table2.csv").open())}
+    for key in (("A", "yes"), ("A", "no"), ("G", "yes"), ("G", "no")):
+        assert float(rows[key]["unigram_level"]) == pytest.approx(levels["table2/A/warmup/seed0"],
+                                                                  abs=1e-4)
+        assert rows[key]["verdict"] != ""
+
+
+def test_table_from_wandb_measures_the_unigram_level_unless_told_not_to(
+        tmp_path: Path, records: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`table2 --from wandb` runs the table's prepare step on the fetched runs, as a local run
+    does. No W&B server runs here: the fetch writes the recorded API response instead."""
+    import reproduce.commands as commands
+
+    def fetch(entity: str, project: str, target: Path, **kw: object) -> int:
+        return write_results(records, target, tables=kw["tables"], scale=kw["scale"])
+
+    monkeypatch.setattr(commands, "download_results", fetch)
+    for extra, measured in (((), True), (("--no-unigram-level",), False)):
+        results = tmp_path / f"r{measured}"
+        argv = ["table2", "--from", "wandb", "--entity", "e", "--project", "p", "--scale",
+                "tiny", "--results-dir", str(results), "--tables-dir", str(tmp_path / "t"),
+                *extra]
+        assert main(argv) == 0
+        assert bool(load_unigram_levels(results, "table2")) is measured
