@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.batching import TokenBudgetBatchSampler, cut_batches, length_order
+from data.batching import (
+    TokenBudgetBatchSampler,
+    cut_batches,
+    key_length_order,
+    length_order,
+)
 
 lengths = st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=300)
 
@@ -178,6 +183,10 @@ def test_length_order_is_lexsort(pairs, seed) -> None:
     tgt = np.array([p[1] for p in pairs])
     tie = np.random.default_rng(seed).permutation(len(pairs))
     assert length_order(src, tgt, tie).tolist() == np.lexsort((tie, tgt, src)).tolist()
+    short = src % 300 + 1  # 16-bit lengths: the radix path, with many ties
+    assert length_order(short, tgt, tie).tolist() == np.lexsort((tie, tgt, short)).tolist()
+    assert length_order(short, tgt).tolist() == np.lexsort((tgt * 0, tgt, short)).tolist()
+    assert key_length_order(short, tgt, tie).tolist() == np.lexsort((tie, tgt, short)).tolist()
     huge = src * 2**40  # past 63 bits of key: the lexsort fallback
     assert length_order(huge, tgt, tie).tolist() == np.lexsort((tie, tgt, huge)).tolist()
 
