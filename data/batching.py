@@ -84,17 +84,17 @@ def radix_length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray | None)
     """`length_order` for 16-bit lengths: the indices in ascending `tie` order (the inverse
     permutation), then stable sorts by target and by source length, which NumPy does as radix
     sorts on 16-bit keys. A stable sort keeps the earlier order among equal keys: lexsort's.
-    Indices are int32 while they fit (half the memory traffic of the random gathers)."""
+    The order is int32 while n fits (half the memory of int64, in the sort and in the epoch)."""
     n = len(src)
-    src16, tgt16 = src.astype(np.uint16), tgt.astype(np.uint16)
+    index = np.int32 if n < 2**31 else np.int64
     if tie is None:
-        order = np.argsort(tgt16, kind="stable")
+        order = np.argsort(tgt.astype(np.uint16), kind="stable").astype(index)
     else:
-        index = np.int32 if n < 2**31 else np.int64
         by_tie = np.empty(n, dtype=index)
         by_tie[tie] = np.arange(n, dtype=index)  # by_tie[k]: the index whose tie is k
-        order = by_tie[np.argsort(tgt16[by_tie], kind="stable")]
-    return order[np.argsort(src16[order], kind="stable")].astype(np.int64, copy=False)
+        order = by_tie[np.argsort(tgt.astype(np.uint16)[by_tie], kind="stable")]
+        del by_tie
+    return order[np.argsort(src.astype(np.uint16)[order], kind="stable")]
 
 
 def key_length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray | None) -> np.ndarray:

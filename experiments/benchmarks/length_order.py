@@ -7,7 +7,9 @@ tie) once when it is built (ties by index) and once per epoch (ties by a seeded 
 at 4.5M pairs that sort is most of the sampler's set-up before the first step. The lengths are
 drawn log-normally (median 25 tokens, clipped to 3..256, the target 0.8-1.3x the source), like
 WMT14's. Each round times the three ways in turn, in one process; the medians and the
-ratios go to stdout with the load average. All three give the same order (checked).
+ratios go to stdout with the load average, and each way's peak allocation (tracemalloc, in a
+separate untimed call) with what the order it returns holds. All three give the same order
+(checked).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import os
 import statistics
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -54,8 +57,15 @@ def main(argv: list[str] | None = None) -> None:
         base = statistics.median(times["radix (length_order)"])
         for way, ts in times.items():
             med = statistics.median(ts)
+            del orders[way]
+            tracemalloc.start()
+            order = ways[way](src, tgt, tie)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
             print(f"ties {label:24s} {way:22s} median {med * 1e3:7.1f} ms "
-                  f"({min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}), {med / base:.2f}x radix")
+                  f"({min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}), {med / base:.2f}x radix; "
+                  f"peak {peak / 1e6:.0f} MB, the order {order.nbytes / 1e6:.0f} MB")
+            del order
     print(f"load average after {os.getloadavg()}")
 
 
