@@ -71,29 +71,25 @@ def cut_batches(src_sorted: np.ndarray, tgt_sorted: np.ndarray, max_tokens: int)
 
 def length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
     """`np.lexsort((tie, tgt, src))` for a permutation `tie` of 0..n-1 (None: ties by index),
-    computed faster: by radix sorts where the lengths fit 16 bits (any real corpus), else by one
-    int64 key where the three fit 63 bits, else by lexsort itself."""
+    computed faster: with ties by index and lengths that fit 16 bits (any real corpus) by two
+    radix sorts, else by one int64 key where the three fit 63 bits, else by lexsort itself.
+
+    A permuted tie goes to the int64 key: the radix path would first gather every index in tie
+    order, and at 4.5M examples that costs more peak memory (+44 MB RSS) than it saves time."""
     if len(src) == 0:
         return np.arange(0, dtype=np.int64)
-    if min(int(src.min()), int(tgt.min())) >= 0 and max(int(src.max()), int(tgt.max())) < 2**16:
-        return radix_length_order(src, tgt, tie)
+    if tie is None and min(int(src.min()), int(tgt.min())) >= 0 and max(
+            int(src.max()), int(tgt.max())) < 2**16:
+        return radix_length_order(src, tgt)
     return key_length_order(src, tgt, tie)
 
 
-def radix_length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray | None) -> np.ndarray:
-    """`length_order` for 16-bit lengths: the indices in ascending `tie` order (the inverse
-    permutation), then stable sorts by target and by source length, which NumPy does as radix
-    sorts on 16-bit keys. A stable sort keeps the earlier order among equal keys: lexsort's.
-    The order is int32 while n fits (half the memory of int64, in the sort and in the epoch)."""
-    n = len(src)
-    index = np.int32 if n < 2**31 else np.int64
-    if tie is None:
-        order = np.argsort(tgt.astype(np.uint16), kind="stable").astype(index)
-    else:
-        by_tie = np.empty(n, dtype=index)
-        by_tie[tie] = np.arange(n, dtype=index)  # by_tie[k]: the index whose tie is k
-        order = by_tie[np.argsort(tgt.astype(np.uint16)[by_tie], kind="stable")]
-        del by_tie
+def radix_length_order(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """`length_order` with ties by index, for 16-bit lengths: stable sorts by target and then
+    by source length, which NumPy does as radix sorts on 16-bit keys (a stable sort keeps the
+    earlier order among equal keys: lexsort's). The order is int32 while n fits."""
+    index = np.int32 if len(src) < 2**31 else np.int64
+    order = np.argsort(tgt.astype(np.uint16), kind="stable").astype(index)
     return order[np.argsort(src.astype(np.uint16)[order], kind="stable")]
 
 
