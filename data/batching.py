@@ -75,7 +75,7 @@ def length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray | None = None
     radix sorts, else by one int64 key where the three fit 63 bits, else by lexsort itself.
 
     A permuted tie goes to the int64 key: the radix path would first gather every index in tie
-    order, and at 4.5M examples that costs more peak memory (+44 MB RSS) than it saves time."""
+    order, which at 4.5M examples raised a rank's peak RSS by 40 MB to save 0.4 s."""
     if len(src) == 0:
         return np.arange(0, dtype=np.int64)
     if tie is None and min(int(src.min()), int(tgt.min())) >= 0 and max(

@@ -58,6 +58,11 @@ def _with_prepare(tables: Sequence[str]) -> list[TableProvider]:
     return [p for p in map(provider, tables) if p.prepare is not None]
 
 
+def _unskipped_prepares(args: argparse.Namespace, tables: Sequence[str]) -> list[TableProvider]:
+    """A table command's prepare steps, less those its ``--no-<flag>`` options skip."""
+    return [p for p in _with_prepare(tables) if not getattr(args, skip_dest(p.prepare_flag))]
+
+
 def _prepare(providers: Sequence[TableProvider], results_dir: Path, rows_text: str | None) -> None:
     rows = parse_rows(rows_text)
     for p in providers:
@@ -115,8 +120,7 @@ def run_tables(args: argparse.Namespace) -> int:
                   f"{', '.join(tables)} into {args.tables_dir}")
             return 0
         fetched = _fetch_wandb(args, tables)
-        _prepare([p for p in _with_prepare(tables) if not getattr(args, skip_dest(p.prepare_flag))],
-                 fetched, args.rows)
+        _prepare(_unskipped_prepares(args, tables), fetched, args.rows)
         _render_and_print(tables, fetched, args.tables_dir)
         return 0
     overrides = parse_set_args(args.set_args)
@@ -157,7 +161,7 @@ def _run_selected(args: argparse.Namespace, tables: Sequence[str], cells: Sequen
                   overrides: dict) -> int:
     print(f"{args.command} at scale {args.scale}: {len(cells)} cells, {len(done)} already have "
           f"results in {results_dir}, {len(pending)} to run", flush=True)
-    prepares = [p for p in _with_prepare(tables) if not getattr(args, skip_dest(p.prepare_flag))]
+    prepares = _unskipped_prepares(args, tables)
     if args.launcher == "slurm":
         return _launch_slurm(args, tables, pending, results_dir, prepares)
     if args.dry_run:

@@ -173,14 +173,14 @@ def write_results(
                 record.get("history") or []), _plain(record.get("config") or {}))
     for cell_id, (_, result, metrics, config) in chosen.items():
         folder = cell_dir(results_dir, cell_id)
-        if _config_of(config, cell_id):
+        if _is_cells_config(config, cell_id):
             atomic_write_json(folder / CONFIG_FILE, config)
         atomic_write_json(folder / RESULT_FILE, result)
         write_atomic(folder / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
     return len(chosen)
 
 
-def _config_of(config: Mapping[str, Any], cell_id: str) -> bool:
+def _is_cells_config(config: Mapping[str, Any], cell_id: str) -> bool:
     """Whether a run config is the config.json of ``cell_id`` (a cell and its scale preset)."""
     cell, scale = config.get("cell"), config.get("scale")
     return (isinstance(cell, Mapping) and isinstance(scale, Mapping)

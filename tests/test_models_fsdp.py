@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import spawn_gloo
 
+from experiments.benchmarks.rounding_spread import run_args
 from experiments.grid import table2_row_optimizer
 from experiments.optimizers import build_optimizer
 from experiments.tracking import read_json, read_metrics
@@ -92,18 +93,13 @@ def test_tiny_transformer_under_fsdp2_on_2_ranks_equals_1_rank(tmp_path: Path) -
     assert got["fsdp"][-1] < got["fsdp"][0]  # it trains
 
 
-def _cli(results: Path, cache: Path, *extra: str) -> list[str]:
-    overrides = {"steps": 20, "log_interval": 10, "val_interval": 10, "checkpoint_interval": 10,
-                 "eval_max_sentences": 24, "max_tokens": 512, "time_rescale": None}
-    cmd = [sys.executable, "-m", "reproduce", "run", "table2/J/warmup/seed0", "--scale",
-           "tiny", "--results-dir", str(results), "--cache-dir", str(cache), "--accelerator",
-           "cpu", "--no-wandb"]
-    for key, value in overrides.items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    return cmd + list(extra)
-
-
 CELL = "table2/J/warmup/seed0"
+
+
+def _cli(results: Path, cache: Path, *extra: str) -> list[str]:
+    """20 steps of CELL at tiny scale: the runs rounding_spread measures the bound on."""
+    return [sys.executable, "-m", "reproduce", *run_args(CELL, results, cache, *extra)]
+
 FSDP2 = ("--devices", "2", "--strategy", "fsdp2")
 # fsdp2 against one process after 20 steps: 4x the measured rounding spread (see the test).
 ROUNDING_SPREAD_BOUND = 2e-4

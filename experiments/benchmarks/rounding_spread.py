@@ -33,7 +33,7 @@ from experiments.tracking import read_json, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 IMPLEMENTATIONS = ("fast", "eager", "reference")
-# The settings of tests/test_models_fsdp.py's Lightning runs.
+# The settings of the runs (and of tests/test_models_fsdp.py's Lightning runs).
 OVERRIDES = {"steps": 20, "log_interval": 10, "val_interval": 10, "checkpoint_interval": 10,
              "eval_max_sentences": 24, "max_tokens": 512, "time_rescale": None}
 
@@ -54,13 +54,20 @@ def _child(implementation: str, argv: list[str]) -> None:
     runpy.run_module("reproduce", run_name="__main__", alter_sys=True)
 
 
+def run_args(cell: str, results: Path, cache: Path, *extra: str) -> list[str]:
+    """What follows ``python -m reproduce`` for one 20-step tiny run of ``cell`` on the CPU
+    (tests/test_models_fsdp.py runs the same)."""
+    argv = ["run", cell, "--scale", "tiny", "--results-dir", str(results), "--cache-dir",
+            str(cache), "--accelerator", "cpu", "--no-wandb"]
+    for key, value in OVERRIDES.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    return argv + list(extra)
+
+
 def _run(cell: str, results: Path, cache: Path, implementation: str | None,
          extra: list[str]) -> dict[str, float]:
     """One cell run; its train losses by step and its final valid loss."""
-    argv = ["run", cell, "--scale", "tiny", "--results-dir", str(results), "--cache-dir",
-            str(cache), "--accelerator", "cpu", "--no-wandb", *extra]
-    for key, value in OVERRIDES.items():
-        argv += ["--set", f"{key}={json.dumps(value)}"]
+    argv = run_args(cell, results, cache, *extra)
     if implementation is None:
         cmd = [sys.executable, "-m", "reproduce", *argv]
     else:
