@@ -1,4 +1,4 @@
-"""Pieces shared by the reference and the fast update paths."""
+"""Types and checks shared by the optimizer, the update math and the fused CPU step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any, Literal
 import torch
 
 FactorMode = Literal["both", "row", "col", "none"]
-FP32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True)
@@ -68,15 +67,6 @@ def state_shapes(shape: torch.Size, mode: FactorMode) -> dict[str, tuple[int, ..
         "col": {"exp_avg_sq_col": col},
         "none": {"exp_avg_sq": shape},
     }[mode]
-
-
-def rms(x: torch.Tensor) -> torch.Tensor:
-    """Root mean square over all entries of one tensor (a 0-dim tensor; 0 for an empty tensor)."""
-    if x.numel() == 0:
-        return x.new_zeros(())
-    # Summed in float64: U may reach 1e19 for gradients near the fp32 maximum.
-    norm = torch.linalg.vector_norm(x, dtype=torch.float64)
-    return (norm / (x.numel() ** 0.5)).to(torch.float32)
 
 
 def is_real(value: Any) -> bool:

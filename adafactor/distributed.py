@@ -1,7 +1,9 @@
-"""The Adafactor step for DTensor parameters (FSDP2 `fully_shard`, tensor parallelism).
+"""DTensor parameters (FSDP2 `fully_shard`, tensor parallelism): state placement, and a driver
+that runs the one update math (`adafactor.reference.TensorUpdate`) on each rank's shard with the
+partial sums it asks for all-reduced.
 
-Adafactor factors by the *global* shape, but each rank holds only a shard. This module works on
-the local shards with explicit all-reduces, and never gathers a full tensor:
+Adafactor factors by the *global* shape, but each rank holds only a shard; no full tensor is ever
+gathered:
 
 * R (row means of G^2 + eps1) is local when the rows are sharded; a Shard on the last dim needs
   one all-reduce of the local rows' sums;
@@ -9,10 +11,9 @@ the local shards with explicit all-reduces, and never gathers a full tensor:
 * the scalars, sum X^2 (parameter scale), sum R (mean(R) of V_hat = R C / mean(R)) and sum U^2
   (clipping RMS), are all-reduced with the vectors.
 
-Each tensor's step is a generator that yields the partial sums it needs reduced; `dtensor_update`
-runs all tensors' generators in lock step and puts everything one phase asks for over one mesh
-dimension into a single flat fp32 all-reduce. On a 1-D mesh (FSDP2) that is at most two
-all-reduces per step for the whole model: (C sums, sum X^2), then (sum R, sum U^2).
+`dtensor_update` runs each stage of the update on every tensor, then puts everything that stage
+asks for over one mesh dimension into a single flat float64 all-reduce. On a 1-D mesh (FSDP2) that
+is at most two all-reduces per step for the whole model: (C sums, sum X^2), then (sum R, sum U^2).
 
 The state is kept as DTensors with the placements the statistics have: a row statistic is sharded
 like the rows, a column statistic is replicated over the mesh dims that shard the rows, and
@@ -22,26 +23,14 @@ nothing is ever Partial, so `torch.distributed.checkpoint` saves and reshards it
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DeviceMesh, DTensor, Placement, Replicate, Shard
 
 from ._common import FactorMode, GroupHyper, StepScalars, TensorStats
-from .rounding import copy_keyed_rounded_, write_back_
-
-
-@dataclass
-class _Reduce:
-    """A request: sum `tensor` (fp32, in place) over the process groups of `mesh_dims`."""
-
-    tensor: torch.Tensor
-    mesh_dims: tuple[int, ...]
-
-
-_Step = Generator[list[_Reduce], None, TensorStats]
+from .reference import Layout, Partial, TensorUpdate, compute_dtype
 
 
 def is_dtensor(t: torch.Tensor) -> bool:
@@ -151,11 +140,10 @@ def new_state_tensor(
     mesh: DeviceMesh,
     placements: Sequence[Placement],
     device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> DTensor:
-    """A zero fp32 DTensor statistic of `global_shape` with `placements` (uneven shards allowed)."""
-    local = torch.zeros(
-        _local_shape(global_shape, mesh, placements), dtype=torch.float32, device=device
-    )
+    """A zero DTensor statistic of `global_shape` with `placements` (uneven shards allowed)."""
+    local = torch.zeros(_local_shape(global_shape, mesh, placements), dtype=dtype, device=device)
     return DTensor.from_local(
         local, mesh, placements, run_check=False, shape=torch.Size(global_shape),
         stride=_contiguous_stride(global_shape),
@@ -165,20 +153,21 @@ def new_state_tensor(
 def init_dtensor_state(p: DTensor, mode: FactorMode, beta1: float | None) -> dict:
     """Fresh state of a DTensor parameter: R sharded like the rows, C like the columns."""
     shape, ndim, pl = tuple(p.shape), p.ndim, p.placements
-    mesh, device = p.device_mesh, p.to_local().device
+    local = p.to_local()
+    mesh, device, dtype = p.device_mesh, local.device, compute_dtype(local)
     state: dict = {"step": torch.zeros((), dtype=torch.float32)}
     if mode in ("both", "row"):
         state["exp_avg_sq_row"] = new_state_tensor(
-            shape[:-1], mesh, _stat_placements(pl, ndim, ndim - 1), device
+            shape[:-1], mesh, _stat_placements(pl, ndim, ndim - 1), device, dtype
         )
     if mode in ("both", "col"):
         state["exp_avg_sq_col"] = new_state_tensor(
-            shape[:-2] + shape[-1:], mesh, _stat_placements(pl, ndim, ndim - 2), device
+            shape[:-2] + shape[-1:], mesh, _stat_placements(pl, ndim, ndim - 2), device, dtype
         )
     if mode == "none":
-        state["exp_avg_sq"] = new_state_tensor(shape, mesh, pl, device)
+        state["exp_avg_sq"] = new_state_tensor(shape, mesh, pl, device, dtype)
     if beta1:
-        state["exp_avg"] = new_state_tensor(shape, mesh, pl, device)
+        state["exp_avg"] = new_state_tensor(shape, mesh, pl, device, dtype)
     return state
 
 
@@ -186,117 +175,37 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
-def _tensor_step(
-    p: DTensor, grad: DTensor, state: dict, mode: FactorMode, sc: StepScalars, hp: GroupHyper
-) -> _Step:
-    """One tensor's step on its local shard; yields the partial sums it needs all-reduced."""
-    ndim, shape = p.ndim, tuple(p.shape)
+def _layout(p: DTensor) -> Layout:
+    """The global shape and the mesh dims that shard rows, columns and leading dims."""
+    ndim = p.ndim
     shards = _sharding_dims(p.placements, ndim)
-    every = tuple(sorted({m for dims in shards.values() for m in dims}))
-    rows_by = shards.get(ndim - 2, ()) if ndim >= 2 else ()
-    cols_by = shards.get(ndim - 1, ()) if ndim >= 1 else ()
-    lead_by = tuple(sorted({m for d, dims in shards.items() if d < ndim - 2 for m in dims}))
-    numel = math.prod(shape)
+    return Layout(
+        shape=tuple(p.shape),
+        rows_by=shards.get(ndim - 2, ()) if ndim >= 2 else (),
+        cols_by=shards.get(ndim - 1, ()) if ndim >= 1 else (),
+        lead_by=tuple(sorted({m for d, dims in shards.items() if d < ndim - 2 for m in dims})),
+    )
 
-    p_local = p.to_local()
-    x = p_local.detach().float()
-    if x.data_ptr() == p_local.data_ptr():
-        x = x.clone()
+
+def _tensor_update(
+    p: DTensor, grad: DTensor, state: dict, mode: FactorMode, sc: StepScalars, hp: GroupHyper,
+    need_rms: bool,
+) -> TensorUpdate:
+    """The one update math (`adafactor.reference.TensorUpdate`) on this rank's shard."""
     if grad.placements != p.placements:
         grad = grad.redistribute(p.device_mesh, p.placements)
-    g = grad.to_local().detach().float()
-    b = sc.beta2hat
-    g2 = g * g + hp.eps1
+    local_state = {k: _local(v) for k, v in state.items()}
 
-    # Phase 1: sum X^2, the row sums over a sharded last dim, the column sums over sharded rows.
-    phase: list[_Reduce] = []
-    xsq = None
-    if hp.scale_parameter:
-        xsq = (x * x).sum().reshape(1)
-        phase.append(_Reduce(xsq, every))
-    rsum = csum = None
-    if mode in ("both", "row"):
-        rsum = g2.sum(dim=-1)
-        phase.append(_Reduce(rsum, cols_by))
-    if mode in ("both", "col"):
-        csum = g2.sum(dim=-2)
-        phase.append(_Reduce(csum, rows_by))
-    if phase:
-        yield phase
+    def shard_index() -> torch.Tensor:
+        return _global_index(tuple(p.shape), p.device_mesh, p.placements, p.to_local().device)
 
-    rho = torch.tensor(sc.rho, dtype=torch.float32, device=x.device)
-    if hp.scale_parameter:
-        x_rms = (xsq[0] / numel).sqrt() if numel else xsq[0]
-        alpha = rho * torch.clamp(x_rms, min=hp.eps2)
-    else:
-        alpha = rho
-    r = c = None
-    if rsum is not None:
-        r = _local(state["exp_avg_sq_row"]).mul_(b).add_(rsum, alpha=(1 - b) / shape[-1])
-    if csum is not None:
-        c = _local(state["exp_avg_sq_col"]).mul_(b).add_(csum, alpha=(1 - b) / shape[-2])
-
-    # Phase 2: mean(R) over sharded rows, and sum U^2 for clipping.
-    need_rms = hp.clip_threshold is not None
-    usq_total = None
-    if mode == "both" and rows_by:
-        # U^2 = G^2 mean(R) / (R C): sum_ij G^2/(R_i C_j) per matrix, times mean(R) after the sums.
-        rsum_k = r.sum(dim=-1)
-        phase = [_Reduce(rsum_k, rows_by)]
-        t_k = None
-        if need_rms:
-            t_k = ((g * g) / r.unsqueeze(-1) / c.unsqueeze(-2)).sum(dim=(-2, -1))
-            phase.append(_Reduce(t_k, tuple(sorted(set(rows_by) | set(cols_by)))))
-        yield phase
-        mean_r = rsum_k / shape[-2]
-        v_hat = (r / mean_r.unsqueeze(-1)).unsqueeze(-1) * c.unsqueeze(-2)
-        u = g / v_hat.sqrt()
-        if need_rms:
-            usq = (mean_r * t_k).sum().reshape(1)
-            if lead_by:
-                yield [_Reduce(usq, lead_by)]
-            usq_total = usq[0]
-    else:
-        if mode == "both":
-            v_hat = (r / r.mean(dim=-1, keepdim=True)).unsqueeze(-1) * c.unsqueeze(-2)
-        elif mode == "row":
-            v_hat = r.unsqueeze(-1).expand_as(g)
-        elif mode == "col":
-            v_hat = c.unsqueeze(-2).expand_as(g)
-        else:
-            v_hat = _local(state["exp_avg_sq"]).mul_(b).add_(g2, alpha=1 - b)
-        u = g / v_hat.sqrt()
-        if need_rms:
-            usq = (u * u).sum().reshape(1)
-            if every:
-                yield [_Reduce(usq, every)]
-            usq_total = usq[0]
-
-    if usq_total is not None:
-        update_rms = (usq_total / numel).sqrt() if numel else usq_total
-        clipped = update_rms > hp.clip_threshold
-        u = u / torch.clamp(update_rms / hp.clip_threshold, min=1.0)
-    else:
-        update_rms = torch.full((), float("nan"), device=x.device)
-        clipped = torch.zeros((), dtype=torch.bool, device=x.device)
-
-    step = alpha * u
-    if hp.beta1:
-        step = _local(state["exp_avg"]).mul_(hp.beta1).add_(step, alpha=1 - hp.beta1)
-    if hp.weight_decay:
-        x.mul_(1 - sc.rho * hp.weight_decay)
-    x.sub_(step)
-    if p_local.dtype == torch.bfloat16 and hp.stochastic_rounding:
-        # The keyed noise of each element's global index: every sharding (and a resume, which
-        # restores no generator) rounds exactly as the single-process optimizer does.
-        index = _global_index(shape, p.device_mesh, p.placements, x.device)
-        copy_keyed_rounded_(p_local.detach(), x, state["rounding_key"], state["step"], index)
-    else:
-        write_back_(p_local.detach(), x, hp.stochastic_rounding)
-    return TensorStats(step_size=alpha, update_rms=update_rms, clipped=clipped)
+    return TensorUpdate(
+        p.to_local(), grad.to_local(), local_state, mode, sc, hp, need_rms,
+        layout=_layout(p), shard_index=shard_index,
+    )
 
 
-def _all_reduce_phase(requests: list[tuple[DeviceMesh, _Reduce]]) -> None:
+def _all_reduce_phase(requests: list[tuple[DeviceMesh, Partial]]) -> None:
     """Sum every request over its mesh dims: one flat all-reduce per (mesh, mesh dim)."""
     # Keyed by the process group itself: meshes built separately over the same ranks share one.
     buckets: dict[str, tuple[dist.ProcessGroup, list[torch.Tensor]]] = {}
@@ -322,31 +231,22 @@ def dtensor_update(
     hp: GroupHyper,
     need_rms: bool,
 ) -> list[TensorStats]:
-    """One step of every DTensor parameter of a group, with the collectives bucketed per phase.
+    """One step of every DTensor parameter of a group: each stage of the update runs on every
+    tensor, then everything that stage asks for over one mesh dim is one flat all-reduce.
 
     `need_rms` (track_stats without clipping) makes the unclipped RMS(U) available too.
     """
-    if need_rms and hp.clip_threshold is None:
-        # RMS(U) for statistics only: clip at +inf (never triggers) so the same path computes it.
-        hp = GroupHyper(**{**hp.__dict__, "clip_threshold": float("inf")})
-    steps = [
-        _tensor_step(p, g, s, m, sc, hp)
+    updates = [
+        _tensor_update(p, g, s, m, sc, hp, need_rms)
         for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
     ]
-    results: list[TensorStats | None] = [None] * len(steps)
-    pending = list(range(len(steps)))
-    while pending:
-        requests: list[tuple[DeviceMesh, _Reduce]] = []
-        still = []
-        for i in pending:
-            try:
-                for req in next(steps[i]):
-                    if req.mesh_dims:
-                        requests.append((params[i].device_mesh, req))
-                still.append(i)
-            except StopIteration as done:
-                results[i] = done.value
+    for stage in ("sums", "moments", "clip_sums"):
+        requests = [
+            (p.device_mesh, part)
+            for p, update in zip(params, updates, strict=True)
+            for part in getattr(update, stage)()
+            if part.mesh_dims
+        ]
         if requests:
             _all_reduce_phase(requests)
-        pending = still
-    return [r for r in results if r is not None]
+    return [update.apply() for update in updates]

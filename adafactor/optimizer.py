@@ -29,18 +29,20 @@ arguments:
   rho = lr or rho_t (the step size before the parameter scale); the decay is not adapted.
 * bf16/fp16 parameters: the state and all arithmetic are fp32; results are written back to bf16
   with stochastic rounding (``stochastic_rounding=True``, the default) or round-to-nearest; fp16
-  always rounds to nearest.
+  always rounds to nearest. float64 parameters keep float64 state and arithmetic.
 * ``track_stats``: keep per-tensor statistics of the last step for `step_stats()`.
 
-``implementation="fast"`` (default) is the fused CPU step (`adafactor.fused`: one C++/OpenMP call
-per group, two passes over each tensor, bitwise the same for any thread count); where it cannot be
-built, and on other devices, it falls back to ``"eager"``, the ATen path (`adafactor.fast`: cache-
-sized row chunks, multi-tensor ops for small tensors, worker threads on CPU). ``"reference"`` is
-the plain per-tensor transcription of Algorithms 4-5 (`adafactor.reference`), and under
-torch.compile every path traces it. They agree within fp32 rounding (tests check this). bf16
-stochastic rounding draws its noise from a counter hash of (the parameter's ``rounding_key`` in the
-state, the step, the element index): the same bits on every path, independent of threads, and
-different for every parameter, step and optimizer (`adafactor.rounding`).
+``implementation``: every path computes the one update math of `adafactor.reference`.
+``"auto"`` (default) steps CPU tensors with the fused kernel (`adafactor.fused_cpu`: one
+C++/OpenMP call per group, two passes over each tensor, bitwise the same for any thread count) and
+every other tensor with the reference math; a CPU tensor the kernel cannot take (a view, a
+channels_last weight, an empty or float64 tensor) takes the reference math alone, with one warning
+that names it. ``"fused_cpu"`` is the same, and also warns for tensors on other devices.
+``"reference"`` uses the reference math for every tensor; under torch.compile every path traces
+it. bf16 stochastic rounding draws its noise from a counter hash of (the parameter's
+``rounding_key`` in the state, the step, the element index): the same bits on every path and
+device, independent of threads, and different for every parameter, step and optimizer
+(`adafactor.rounding`).
 
 DTensor parameters (FSDP2, tensor parallelism) are stepped by `adafactor.distributed` on their
 local shards, factored by the global shape, with a few bucketed all-reduces.
@@ -48,8 +50,8 @@ local shards, factored by the global shape, with a few bucketed all-reduces.
 Every parameter is checked (`_validate_step`) before any state or parameter changes, so a step
 that raises leaves the optimizer as it was; `load_state_dict` keeps the statistics fp32.
 
-Non-finite policy: G^2 saturates at the fp32 maximum and statistics are summed without overflow,
-so gradients up to the fp32 range give finite updates (fused and reference paths). NaN/inf
+Non-finite policy (every path): G^2 saturates at the dtype's maximum and statistics are summed
+in float64, so gradients up to the fp32 range give finite updates. NaN/inf
 gradients are not skipped (the update becomes non-finite); skip such steps with a loss scaler
 (torch.amp.GradScaler does not call step() for them).
 
@@ -61,6 +63,7 @@ lr may be a float or a tensor.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -84,13 +87,12 @@ from .distributed import (
     is_dtensor,
     shared_key_base,
 )
-from .fast import DEFAULT_CHUNK_NUMEL, fast_update
-from .fused import fused_update
-from .reference import reference_update
+from .fused_cpu import fused_update, why_not_fused
+from .reference import compute_dtype, reference_update
 from .rounding import new_key_base
 from .schedules import relative_step_size, second_moment_decay, step_scalars_in_graph
 
-_IMPLEMENTATIONS = ("fast", "eager", "reference")
+IMPLEMENTATIONS = ("auto", "fused_cpu", "reference")
 # Parameter dtypes whose values fp32 arithmetic represents (float8 has no arithmetic to write back).
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _STATISTICS = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg")
@@ -150,7 +152,7 @@ def validate_group(group: Mapping[str, Any]) -> None:
         "None or an int >= 1",
     )
     impl = group["implementation"]
-    _check("implementation", impl, impl in _IMPLEMENTATIONS, f"one of {_IMPLEMENTATIONS}")
+    _check("implementation", impl, impl in IMPLEMENTATIONS, f"one of {IMPLEMENTATIONS}")
 
 
 class Adafactor(torch.optim.Optimizer):
@@ -173,13 +175,8 @@ class Adafactor(torch.optim.Optimizer):
         min_dim_size_to_factor: int | None = None,
         track_stats: bool = False,
         stochastic_rounding: bool = True,
-        implementation: str = "fast",
-        chunk_numel: int = DEFAULT_CHUNK_NUMEL,
+        implementation: str = "auto",
     ) -> None:
-        if isinstance(chunk_numel, bool) or not isinstance(chunk_numel, int) or chunk_numel < 1:
-            raise ValueError(
-                f"Adafactor: invalid chunk_numel={chunk_numel!r}; expected an int >= 1"
-            )
         defaults = dict(
             lr=lr,
             beta1=beta1,
@@ -197,13 +194,26 @@ class Adafactor(torch.optim.Optimizer):
             track_stats=track_stats,
         )
         validate_group(defaults)
-        self._chunk_numel = chunk_numel
         self._rounding_key_base = new_key_base()
         self._key_base_shared = False  # DTensor keys: rank 0's base, broadcast at the first step
+        self._reset_last_step()
+        super().__init__(params, defaults)
+
+    def _reset_last_step(self) -> None:
         self._last_stats: list[TensorStats] = []
         self._last_scalars: list[StepScalars] = []
         self._last_params: list[torch.Tensor] = []  # the tensors of _last_stats, in order
-        super().__init__(params, defaults)
+        self._warned: set[int] = set()  # tensors already named by the fallback warning
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's state plus the rounding keys' base: a deepcopy or an unpickled optimizer
+        steps on, drawing the noise the original would (the last step's stats are not kept)."""
+        return {**super().__getstate__(), "_rounding_key_base": self._rounding_key_base,
+                "_key_base_shared": self._key_base_shared}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._reset_last_step()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -229,10 +239,11 @@ class Adafactor(torch.optim.Optimizer):
         # Keys the counter-based bf16 rounding noise (adafactor.rounding): distinct per parameter
         # and optimizer, kept in the state so that a resumed run draws the same noise.
         state["rounding_key"] = self._rounding_key_base + len(self.state)
+        dtype = compute_dtype(p)
         for key, shape in state_shapes(p.shape, self._mode(p, group)).items():
-            state[key] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            state[key] = torch.zeros(shape, dtype=dtype, device=p.device)
         if group["beta1"]:
-            state["exp_avg"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros(p.shape, dtype=dtype, device=p.device)
 
     def _group_scalars(self, states: list[dict], group: Mapping[str, Any]) -> list[StepScalars]:
         """Each tensor's scalars, computed once per distinct step count of the group."""
@@ -336,9 +347,8 @@ class Adafactor(torch.optim.Optimizer):
             pl, gl, sl, ml, cl = [[seq[i] for i in local_idx]
                                   for seq in (params, grads, states, modes, scalars)]
             stats = self._update_local(group, pl, gl, sl, ml, cl, hp)
-            if stats:  # the fused step returns none unless track_stats asks for them
-                for i, st in zip(local_idx, stats, strict=True):
-                    out[i] = st
+            for i, st in zip(local_idx, stats, strict=True):
+                out[i] = st
         return [st for st in out if st is not None]
 
     def _update_local(
@@ -350,32 +360,52 @@ class Adafactor(torch.optim.Optimizer):
         modes: list[FactorMode],
         scalars: list[StepScalars],
         hp: GroupHyper,
-    ) -> list[TensorStats]:
-        """Plain tensors: "fast" is the fused CPU kernel (falling back to the eager path
-        where it does not apply), "eager" the ATen path, "reference" the plain
-        transcription; under torch.compile every path traces the reference math."""
+    ) -> list[TensorStats | None]:
+        """Plain tensors: the fused CPU kernel for those it takes ("auto", "fused_cpu"), the
+        reference math for the rest (and for all under "reference" or torch.compile). Stats come
+        back in the order of `params` (None for fused tensors unless track_stats asks)."""
         impl = group["implementation"]
-        if impl == "reference" or torch.compiler.is_compiling():
-            return [
-                reference_update(p, g, s, m, sc, hp)
-                for p, g, s, m, sc in zip(params, grads, states, modes, scalars, strict=True)
-            ]
         need_rms = group["track_stats"] or hp.clip_threshold is not None
-        if impl == "fast":
+        fused: list[int] = []
+        if impl != "reference" and not torch.compiler.is_compiling():
+            for i, (p, g, s) in enumerate(zip(params, grads, states, strict=True)):
+                reason = why_not_fused(p, g, s)
+                if reason is None:
+                    fused.append(i)
+                elif (p.device.type == "cpu" or impl == "fused_cpu") and id(p) not in self._warned:
+                    self._warned.add(id(p))
+                    warnings.warn(
+                        f"Adafactor: {self._name(p)} (shape {tuple(p.shape)}) takes the "
+                        f"reference path, not the fused CPU step: {reason}",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+        out: list[TensorStats | None] = [None] * len(params)
+        if fused:
+            pick = [[seq[i] for i in fused] for seq in (params, grads, states, modes, scalars)]
             stats = fused_update(
-                params, grads, states, modes, scalars, hp,
-                steps=[int(s["step"].item()) for s in states],
+                *pick, hp,
+                steps=[int(states[i]["step"].item()) for i in fused],
                 threads=torch.get_num_threads(),
-                want_stats=group["track_stats"],
+                want_stats=group["track_stats"],  # else [] (nothing reads them)
             )
-            if stats is not None:
-                return stats
-        return fast_update(
-            params, grads, states, modes, scalars, hp,
-            need_rms=need_rms,
-            chunk_numel=self._chunk_numel,
-            threads=torch.get_num_threads(),
-        )
+            if stats is None:  # the extension could not be built (warned once)
+                fused = []
+            for i, st in zip(fused, stats or [], strict=False):
+                out[i] = st
+        taken = set(fused)
+        for i, (p, g, s, m, sc) in enumerate(zip(params, grads, states, modes, scalars,
+                                                 strict=True)):
+            if i not in taken:
+                out[i] = reference_update(p, g, s, m, sc, hp, need_rms)
+        return out
+
+    def _name(self, p: torch.Tensor) -> str:
+        for gi, group in enumerate(self.param_groups):
+            for pi, q in enumerate(group["params"]):
+                if q is p:
+                    return f"param_groups[{gi}].params[{pi}]"
+        return "a parameter"
 
     def _validate_step(self) -> None:
         """Check every parameter with a gradient before the step changes anything.
@@ -440,8 +470,8 @@ class Adafactor(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """torch's load_state_dict, except that the statistics stay fp32 copies whatever the
-        parameter dtype (torch would cast them to it: bf16 statistics change the steps, fp16 ones
-        overflow)."""
+        parameter dtype (float64 for float64 parameters; torch would cast them to it: bf16
+        statistics change the steps, fp16 ones overflow)."""
         saved_state = state_dict["state"]
         saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         super().load_state_dict(state_dict)
@@ -454,7 +484,7 @@ class Adafactor(torch.optim.Optimizer):
                 value = saved.get(key)
                 if isinstance(value, torch.Tensor):
                     self.state[p][key] = value.to(
-                        device=p.device, dtype=torch.float32, copy=True
+                        device=p.device, dtype=compute_dtype(p), copy=True
                     )
 
     # ----------------------------------------------------------------------------------------

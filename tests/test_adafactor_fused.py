@@ -1,5 +1,5 @@
-"""The fused CPU step (adafactor/fused.py): agreement with the reference path, determinism across
-thread counts, keyed stochastic rounding (unbiased, independent per parameter and optimizer,
+"""The fused CPU step (adafactor/fused_cpu.py): agreement with the reference path, determinism
+across thread counts, keyed stochastic rounding (unbiased, independent per parameter and optimizer,
 surviving state_dict), no overflow for huge gradients, GradScaler's skip, the build fallback, and
 torch.compile without graph breaks or recompiles."""
 
@@ -19,7 +19,7 @@ import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
 
 from adafactor import Adafactor
-from adafactor.fused import load_extension
+from adafactor.extension import load_extension
 from adafactor.rounding import rounding_noise, step_seeds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ SHAPES = [(700, 300), (3, 90, 700), (1100, 1000), (300,), (5, 7)]
 _CXX = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension compiles with
 pytestmark = pytest.mark.skipif(
     shutil.which(_CXX) is None,
-    reason=f"no C++ compiler ({_CXX!r} not on PATH): Adafactor falls back to the eager path",
+    reason=f"no C++ compiler ({_CXX!r} not on PATH): Adafactor falls back to the reference path",
 )
 
 
@@ -117,7 +117,7 @@ def test_kernel_and_torch_hash_give_the_same_noise():
     assert bits.min() >= 0 and bits.max() < 1 << 16
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
+@pytest.mark.parametrize("implementation", ["fused_cpu", "reference"])
 def test_rounding_noise_differs_between_parameters_groups_and_optimizers(implementation):
     """Identical bf16 parameters and gradients: each parameter, group and optimizer rounds with its
     own noise (on 8e01ca3 the first tensor of every group and optimizer got identical noise)."""
@@ -162,7 +162,7 @@ def test_stochastic_rounding_is_unbiased_on_the_fused_path():
     assert z.abs().max().item() < 6 * 0.5 / k**0.5
 
 
-@pytest.mark.parametrize("implementation", ["fast", "reference", "eager"])
+@pytest.mark.parametrize("implementation", ["fused_cpu", "reference"])
 def test_rounding_keys_survive_state_dict(implementation):
     params, grads = _problem(torch.bfloat16, shapes=[(300, 200), (77,)])
     opt = Adafactor(params, implementation=implementation)
@@ -184,7 +184,7 @@ def test_rounding_keys_survive_state_dict(implementation):
 
 
 # ----------------------------------------------------------------------------- overflow, scaler
-@pytest.mark.parametrize("implementation", ["fast", "reference"])
+@pytest.mark.parametrize("implementation", ["fused_cpu", "reference"])
 @pytest.mark.parametrize("factored", [True, False, "row", "col"])
 @pytest.mark.parametrize("magnitude", [1e20, 3e38])
 def test_huge_gradients_give_finite_updates(implementation, factored, magnitude):
@@ -239,19 +239,19 @@ def test_grad_scaler_skips_a_step_with_non_finite_gradients():
 
 
 # ----------------------------------------------------------------------------- fallback
-def test_failed_build_falls_back_to_eager_and_says_so_once(tmp_path):
+def test_failed_build_falls_back_to_reference_and_says_so_once(tmp_path):
     script = textwrap.dedent(
         """
         import warnings, torch
         from adafactor import Adafactor
         p = torch.randn(20, 10, requires_grad=True)
         q = p.detach().clone().requires_grad_()
-        fast, eager = Adafactor([p]), Adafactor([q], implementation="eager")
+        fused, reference = Adafactor([p]), Adafactor([q], implementation="reference")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for _ in range(3):
                 p.grad = torch.ones_like(p); q.grad = torch.ones_like(q)
-                fast.step(); eager.step()
+                fused.step(); reference.step()
         msgs = [str(w.message) for w in caught if "fused CPU step" in str(w.message)]
         assert len(msgs) == 1, msgs
         assert torch.equal(p, q)
@@ -263,7 +263,7 @@ def test_failed_build_falls_back_to_eager_and_says_so_once(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "OK" in out.stdout and "using the eager path" in out.stdout
+    assert "OK" in out.stdout and "using the reference path" in out.stdout
 
 
 # ----------------------------------------------------------------------------- torch.compile

@@ -34,7 +34,7 @@ def _roundtrip(sd: dict) -> dict:
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["fused_cpu", "reference"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_resume_equals_the_uninterrupted_run(dtype: torch.dtype, impl: str) -> None:
     """Checkpoint after 3 steps; the optimizer carried on and a fresh one loaded from the

@@ -130,9 +130,10 @@ def test_lightning_fsdp2_strategy_equals_one_process(lightning_runs) -> None:
 
     One process takes the fused CPU step, two take the DTensor path and sum gradients over ranks:
     the same math in another fp32 summation order, which the warmup steps 10-20 amplify. The
-    bound is 4x the spread between three correct one-process paths (implementation fast, eager,
-    reference; seeds 0-2; train loss at steps 10 and 20 and the final valid loss), measured on a
-    2-core AMD EPYC: at most 3.5e-5 (about 1e-7 at step 10), so 4x is 1.4e-4, rounded up to 2e-4.
+    bound is 4x the spread between correct one-process paths (the fused step, the reference and
+    an ATen path since folded into the reference; seeds 0-2; train loss at steps 10 and 20 and
+    the final valid loss), measured on a 2-core AMD EPYC: at most 3.5e-5 (about 1e-7 at step 10),
+    so 4x is 1.4e-4, rounded up to 2e-4.
     fsdp2 came within 4.2e-5 of every path there and 1.13e-4 on the CI machine. A wiring bug that
     drops one of the two batches per step moves the losses by 3.6e-2, 180x the bound.
     """

@@ -10,6 +10,11 @@
 // the thread count; each unit keeps its own partial sums, combined in unit order, so results are
 // bitwise identical for any number of threads. One OpenMP region per call, three barriers.
 //
+// The column scratch (each unit's partial column sums) is allocated per call, so concurrent calls
+// from several threads share nothing, and is freed on return. A matrix gets at most as many row
+// units as keep its scratch within a quarter of its size, so wide matrices (few rows, many
+// columns) never hold a multiple of themselves.
+//
 // Overflow: G^2 saturates at the fp32 maximum (NaN stays NaN), and sums are taken in double, so
 // gradients up to the fp32 range give finite statistics and finite, clipped updates.
 
@@ -23,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -388,11 +394,6 @@ void pass2(const Item& it, const Unit& u, const float* scratch, const Hyper& h) 
   else pass2_t<D, false, false>(it, u, scratch, h);
 }
 
-std::vector<float>& scratch_buffer() {
-  static std::vector<float> buffer;  // reused across calls: no allocation per step
-  return buffer;
-}
-
 int dtype_code(const at::Tensor& t) {
   if (t.scalar_type() == at::kFloat) return kF32;
   if (t.scalar_type() == at::kBFloat16) return kBF16;
@@ -466,6 +467,15 @@ void fused_step(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>
     it.mats = it.numel / (it.n * it.m);
     it.rows_per = std::max<int64_t>(1, kUnitNumel / it.m);
     it.pieces = (it.n + it.rows_per - 1) / it.rows_per;
+    if (it.mode != kRow) {
+      // Scratch per matrix (pieces * stride(m) floats) at most n m / 4, and at least one unit.
+      const int64_t cap = std::max<int64_t>(1, it.n * it.m / (4 * stride(it.m)));
+      if (it.pieces > cap) {
+        it.pieces = cap;
+        it.rows_per = (it.n + cap - 1) / cap;
+        it.pieces = (it.n + it.rows_per - 1) / it.rows_per;
+      }
+    }
     it.scratch0 = scratch_floats;
     if (it.mode != kRow) scratch_floats += it.mats * it.pieces * stride(it.m);
     for (int64_t q = 0; q < it.mats; ++q)
@@ -473,9 +483,9 @@ void fused_step(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>
         units.push_back({static_cast<int32_t>(t), q, p * it.rows_per,
                          std::min(it.n, (p + 1) * it.rows_per), 0.0, 0.0});
   }
-  std::vector<float>& buf = scratch_buffer();
-  if (static_cast<int64_t>(buf.size()) < scratch_floats) buf.resize(scratch_floats);
-  float* scratch = buf.data();
+  // Per call (never shared between threads), uninitialized: each unit clears its own slot.
+  std::unique_ptr<float[]> buf(scratch_floats > 0 ? new float[scratch_floats] : nullptr);
+  float* scratch = buf.get();
   float* st = stats.data_ptr<float>();
   // Phase A jobs: pass-1 units of the big tensors, then the whole small tensors, largest first.
   std::vector<int64_t> jobs, big;

@@ -6,14 +6,14 @@ tests/test_models_fsdp.py compares ``reproduce run --strategy fsdp2`` on 2 proce
 process accumulating the same 2 batches. They run the same math in another order (the DTensor
 step and a gradient sum over ranks against the fused step), and 20 steps of warmup amplify the
 difference. This script measures that amplification on the machine at hand, from runs that are
-all correct: one process with Adafactor's three implementations (fast, eager, reference) and
+all correct: one process with Adafactor's two CPU implementations (fused_cpu, reference) and
 fsdp2 on 2 gloo processes, for each seed; and, for scale, one process that sees only one of the
 two batches per step (a wiring bug). It prints the relative differences of the train loss at
-steps 10 and 20 and of the final valid loss, and the spread among the three implementations.
+steps 10 and 20 and of the final valid loss, and the spread between the implementations.
 
 The implementation is forced in the child process (``--child IMPL``) by changing
 ``adafactor.Adafactor``'s default before ``reproduce run`` starts, since a cell has no setting
-for it: every cell of the grid runs the default, "fast".
+for it: every cell of the grid runs the default, "auto" (the fused step on CPU).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from experiments.tracking import read_json, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
-IMPLEMENTATIONS = ("fast", "eager", "reference")
+IMPLEMENTATIONS = ("fused_cpu", "reference")
 # The settings of the runs (and of tests/test_models_fsdp.py's Lightning runs).
 OVERRIDES = {"steps": 20, "log_interval": 10, "val_interval": 10, "checkpoint_interval": 10,
              "eval_max_sentences": 24, "max_tokens": 512, "time_rescale": None}
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  fsdp2 vs {impl}: {relative_difference(runs['fsdp2'], runs[impl]):.3g}")
         if seed == 0:
             bug = _run(cell, out / "one-batch-0", cache, None, [])
-            print(f"  one of the 2 batches per step vs fast: "
-                  f"{relative_difference(bug, runs['fast']):.3g}")
+            print(f"  one of the 2 batches per step vs fused_cpu: "
+                  f"{relative_difference(bug, runs['fused_cpu']):.3g}")
     print(f"spread among the implementations: {spread:.3g} (4x: {4 * spread:.3g}); "
           f"load average {os.getloadavg()}")
 
