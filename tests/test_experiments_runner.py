@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.runner import run_cell
-from experiments.tracking import offline_wandb_run, read_json, read_metrics, summary_keys
+from experiments.run.cell import run_cell
+from experiments.run.mirror import offline_wandb_run, summary_keys
+from experiments.store.files import read_json, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = "table2/N/no-warmup/seed0"

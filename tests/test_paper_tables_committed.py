@@ -22,7 +22,7 @@ COMMITTED = REPO / "paper_tables" / "table2.csv"
 # cells, so it is left out: only three cells are re-run).
 COMPARED = ("bleu", "tokenized_bleu", "valid_loss", "status", "steps", "scale", "collapsed",
             "verdict", "verdict_reason", "unigram_level")
-# On other arithmetic (another CPU instruction set or model, experiments.numerics) the digits
+# On other arithmetic (another CPU instruction set or model, experiments.identity) the digits
 # differ; what rounding cannot move is still compared: the verdict, the unigram level (counted
 # from the corpus), the run's length and status.
 ANY_ARITHMETIC = ("status", "steps", "scale", "collapsed", "verdict", "unigram_level")

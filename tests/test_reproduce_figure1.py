@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import PNG_MAGIC, write_result
 
-from experiments.calibration import resolve_cell_preset
-from experiments.tables import get_cell, table_cells
-from experiments.tracking import atomic_write_json
+from experiments.grid.registry import get_cell, table_cells
+from experiments.scales import resolve_cell_preset
+from experiments.store.files import atomic_write_json
 from reproduce.errors import UsageError
 from reproduce.render import render_tables
 from reproduce.render.figure1_data import trailing_mean

@@ -45,7 +45,7 @@ def test_parallel_cells_survive_a_failing_cell(tmp_path: Path) -> None:
 
 
 def test_progress_reads_a_metrics_file_being_written(tmp_path: Path) -> None:
-    from experiments.tracking import read_metrics
+    from experiments.store.files import read_metrics
     from reproduce.local import _progress_text
 
     cell = "table2/A/warmup/seed0"

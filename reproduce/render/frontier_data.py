@@ -4,7 +4,7 @@ An optimizer's point is the peak step size with the lowest final validation loss
 that did not diverge (several seeds of one peak are averaged first). A point is on the Pareto
 frontier when no other optimizer has at most its state bytes and at least its BLEU, one of them
 strictly. State bytes are measured: ``optimizer_state_bytes`` of the trained optimizer, and of
-the same optimizer after one CPU step on Transformer base (experiments.memory_report).
+the same optimizer after one CPU step on Transformer base (experiments.measure.optimizer_state).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, parse_lr_column
+from experiments.grid.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, parse_lr_column
 from reproduce.errors import UsageError
 from reproduce.render.provenance import provenance
 

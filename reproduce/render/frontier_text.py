@@ -67,8 +67,8 @@ def frontier_markdown(data: FrontierData) -> str:
         "",
         *_recipe_lines(data),
         "State bytes: optimizer state measured after training (this scale) and after one CPU "
-        "step on Transformer base (60.9M parameters, `python -m experiments.memory_report "
-        "--frontier`).",
+        "step on Transformer base (60.9M parameters, "
+        "`python -m experiments.measure.optimizer_state --frontier`).",
         "",
         "| Optimizer | BLEU | valid loss | best peak | state bytes | state bytes, base | "
         "floats/param, base | Pareto | state per parameter |",

@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.cell_files import MetricsLoader
-from experiments.collapse_rule import Verdict, loss_curve, run_verdict
 from experiments.grid import TABLE2, WARMUP_COLUMNS
-from experiments.sensitivity import MULTIPLIERS, SENSITIVITY, SENSITIVITY_ROWS, multiplier_column
-from experiments.tracking import series
-from reproduce.collapse import collapsed_cells
+from experiments.grid.sensitivity import (
+    MULTIPLIERS,
+    SENSITIVITY,
+    SENSITIVITY_ROWS,
+    multiplier_column,
+)
+from experiments.store.files import MetricsLoader, series
+from reproduce.render.collapse_bleu import collapsed_cells
+from reproduce.render.collapse_curve import Verdict, loss_curve, run_verdict
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
-from experiments.sensitivity import CALIBRATION_CELL, MULTIPLIERS
-from experiments.step_size_rule import PAPER_D_MODEL
+from experiments.grid.sensitivity import CALIBRATION_CELL, MULTIPLIERS
+from experiments.scales import PAPER_D_MODEL
+from reproduce.render.collapse_curve import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.render.sensitivity_data import GridCell, SensitivityData
 
 COLUMN_TITLES = {"warmup": "with warmup", "no-warmup": "no warmup"}

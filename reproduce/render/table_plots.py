@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments.cell_files import MetricsLoader
-from experiments.tracking import series
+from experiments.store.files import MetricsLoader, series
 from reproduce.render.png import plt, save_png
 from reproduce.render.table_data import TableCell, TableData
 

@@ -13,9 +13,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import atomic_write
-from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
-from reproduce.collapse import DIVERGED
+from experiments.store.files import atomic_write
+from reproduce.render.collapse_bleu import DIVERGED
+from reproduce.render.collapse_curve import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.render.provenance import arithmetic_line, joined, recorded_numerics
 from reproduce.render.table_data import TableCell, TableData
 

@@ -2,7 +2,7 @@
 
 A run is ``diverged`` (a non-finite loss), ``collapsed`` (it gave back more than half its progress
 from the running minimum and stayed there, or it ended at >= 0.9 x the unigram level of the
-target side, experiments.unigram), ``slow`` (still falling by more than 1% over the last
+target side, experiments.measure.unigram), ``slow`` (still falling by more than 1% over the last
 interval) or ``trained``. Diverged and collapsed count as collapse; slow does not. The rule was
 written down before any run was scored, and reads nothing but the curve and the unigram level.
 """
@@ -117,5 +117,5 @@ def run_verdict(records: Sequence[dict], result: dict, unigram_level: float | No
 
 
 def _as_float(value: object) -> float:
-    """A loss as written by experiments.tracking (non-finite floats are strings "nan", "inf")."""
+    """A loss as written by experiments.store.files (non-finite floats are strings "nan", "inf")."""
     return float(value)  # float("nan") / float("inf") parse the strings too
