@@ -183,10 +183,12 @@ def test_cli_without_a_key_says_so_and_writes_spec_and_preview(tmp_path: Path) -
 @pytest.fixture(scope="module")
 def tiny_cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A real tiny table2 cell trained with offline W&B (what the dashboard plots)."""
+    from experiments.grid.registry import get_cell
     from experiments.run.cell import run_cell
+    from experiments.scales import plan_cell
 
     results = tmp_path_factory.mktemp("dash-results")
-    result = run_cell(CELL, scale="tiny", results_dir=results, overrides=TINY, use_wandb=True,
+    result = run_cell(plan_cell(get_cell(CELL), "tiny", TINY), results_dir=results, use_wandb=True,
                       accelerator="cpu", cache_dir=tmp_path_factory.mktemp("dash-cache"))
     return results, result
 

@@ -57,7 +57,7 @@ def _recipe_lines(data: FrontierData) -> list[str]:
         arithmetic_line(p),
         "Each optimizer's point is its best peak step size by final validation loss (on the same "
         "split as the BLEU; with several seeds, by their mean); every run uses the paper's warmup "
-        "schedule shape scaled to that peak (experiments/frontier.py).",
+        "schedule shape scaled to that peak (experiments/grid/frontier.py).",
     ]
 
 
