@@ -34,6 +34,7 @@ from experiments.schema import (
     BLEU,
     CONFIG_KEYS,
     HISTORY_KEYS,
+    METRICS_FILE,
     PAPER_BLEU,
     STATE_BYTES,
     SUMMARY_KEYS,
@@ -350,7 +351,7 @@ def preview_markdown(spec: DashboardSpec, results_dir: Path) -> str:
             else:
                 lines += ["| run | points | first | last |", "|---|---|---|---|"]
                 for r in runs:
-                    records = read_metrics(results_dir / r["cell_id"] / "metrics.jsonl")
+                    records = read_metrics(results_dir / r["cell_id"] / METRICS_FILE)
                     steps, values = series(records, panel.y[0])
                     first = f"{_fmt(values[0], 3)} @ {steps[0]:.0f}" if values else "-"
                     last = f"{_fmt(values[-1], 3)} @ {steps[-1]:.0f}" if values else "-"

@@ -1,4 +1,4 @@
-"""The committed paper_tables/table2.csv is what the committed code produces (issue 10, item 6).
+"""The committed paper_tables/table2.csv is what the committed code produces.
 
 Three cells of the default tiny preset are re-run from scratch: one that the committed table marks
 collapsed (curve rule), one it does not, and one SGD row. Their re-rendered CSV rows must equal

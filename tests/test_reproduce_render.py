@@ -115,7 +115,7 @@ def test_table3_columns_are_optimizers(tmp_path: Path) -> None:
 
 
 def test_a_slow_learner_is_not_a_collapse_whatever_its_bleu(tmp_path: Path) -> None:
-    """The issue's point: a run still learning at the end is slow, not collapsed, even when
+    """A run still learning at the end is slow, not collapsed, even when
     its BLEU is far below the column's best (the secondary rule still says so, labelled)."""
     paper_like_results(tmp_path)
     write_result(tmp_path, "table2/B/no-warmup/seed0", 2.0, metrics=helpers_curve(5.0))

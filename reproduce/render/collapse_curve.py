@@ -13,11 +13,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DIVERGED = "diverged"
+from experiments.schema import DIVERGED_FLAG, STATUS, VALID_LOSS, Status
+
+DIVERGED = Status.DIVERGED.value  # the verdict on a run with a non-finite loss
 COLLAPSED = "collapsed"
 SLOW = "slow"
 TRAINED = "trained"
-VERDICTS = (DIVERGED, COLLAPSED, SLOW, TRAINED)
 PLATEAU = "plateau"  # collapsed: never left the unigram plateau
 GAVE_BACK = "gave back"  # collapsed: gave back more than half its progress
 
@@ -85,13 +86,13 @@ def _divergence(values: Sequence[float], stopped_nonfinite: bool) -> Verdict | N
 
 
 def loss_curve(records: Sequence[dict], result: dict | None = None,
-               key: str = "valid_loss") -> tuple[list[float], bool]:
+               key: str = VALID_LOSS) -> tuple[list[float], bool]:
     """(the validation-loss curve of one run in step order, stopped on a non-finite loss?) from
     its metrics.jsonl records (the final evaluation row last) and its result.json."""
     points = []
-    stopped = bool(result and result.get("status") == DIVERGED)
+    stopped = bool(result and result.get(STATUS) == Status.DIVERGED)
     for r in records:
-        if r.get("diverged"):
+        if r.get(DIVERGED_FLAG):
             stopped = True
         value = r.get(key)
         if value is None or r.get("step") is None:

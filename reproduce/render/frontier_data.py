@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.grid.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, parse_lr_column
+from experiments.schema import STATUS, VALID_LOSS, Status
 from reproduce.errors import UsageError
 from reproduce.render.provenance import provenance
 
@@ -28,8 +29,8 @@ class SweepPoint:
 
     @property
     def ok_runs(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r.get("status") == "ok"
-                and _finite(r.get("valid_loss")) and r.get("bleu") is not None]
+        return [r for r in self.runs if r.get(STATUS) == Status.OK
+                and _finite(r.get(VALID_LOSS)) and r.get("bleu") is not None]
 
     @property
     def diverged(self) -> bool:
@@ -41,7 +42,7 @@ class SweepPoint:
 
     @property
     def valid_loss(self) -> float | None:
-        return self._mean("valid_loss")
+        return self._mean(VALID_LOSS)
 
     @property
     def bleu(self) -> float | None:

@@ -23,6 +23,7 @@ from experiments.grid.sensitivity import (
     SENSITIVITY_ROWS,
     multiplier_column,
 )
+from experiments.schema import VALID_LOSS
 from experiments.store.files import MetricsLoader, series
 from reproduce.render.collapse_bleu import collapsed_cells
 from reproduce.render.collapse_curve import Verdict, loss_curve, run_verdict
@@ -160,7 +161,7 @@ def _run(cell_id: str, result: dict[str, Any], records: list[dict[str, Any]],
     if verdict is not None and level is not None:
         used[level] = used.get(level, 0) + 1
     _, stopped = loss_curve(records, result)
-    final = None if stopped or result.get("valid_loss") is None else float(result["valid_loss"])
+    final = None if stopped or result.get(VALID_LOSS) is None else float(result[VALID_LOSS])
     if final is not None and not math.isfinite(final):
         final = None
     return Run(cell_id, final, _initial_loss(records), verdict)
