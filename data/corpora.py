@@ -17,7 +17,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CORPUS_NAMES = ("embedded", "multi30k", "local", "wmt14")
-CANONICAL_SPLITS = ("train", "valid", "test")
 
 # File stems that stand for a canonical split in a folder, in order of preference.
 _FOLDER_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {

@@ -1,7 +1,7 @@
 """A cell's identity: its full resolved settings plus fingerprints of its data and code.
 
 Written into config.json when a cell starts and into result.json when it ends; checked before a
-finished cell is reused and before a partial one is resumed (experiments.cell_files). Compared:
+finished cell is reused and before a partial one is resumed (`check_cell_folder`). Compared:
 
 - ``settings``: the cell (optimizer, schedule, model overrides, factors), the resolved scale
   preset (less the fields that change how a cell runs, not what it computes), the model config
@@ -12,22 +12,39 @@ finished cell is reused and before a partial one is resumed (experiments.cell_fi
   SentencePiece model) and the package version.
 
 Recorded, not compared: the git commit, whether the tree was dirty, and the arithmetic it ran on
-(`experiments.numerics`: torch version, CPU instruction set and model).
+(`numerics_signature`: torch version, CPU instruction set and model). The same code and seed give
+bit-identical results on one machine, but not across CPUs: torch picks its vectorised kernels by
+the CPU's instruction set (``AVX2``, ``AVX512``) and MKL its code paths by CPU model, and a cell on
+a slow plateau (the tiny table's row A at 400 steps) turns that rounding difference into several
+BLEU. The signature says which arithmetic produced a committed number, so a check that wants the
+same digits knows when it may ask for them.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
+import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from data.fingerprint import corpus_content_fingerprint, file_sha256
-from experiments.cells import Cell
-from experiments.numerics import numerics_signature
+from experiments.grid.cells import Cell
 from experiments.scales import ScalePreset
+from experiments.schema import CONFIG_FILE, RESULT_FILE, resolved_max_tokens, resolved_steps
+from experiments.store.files import (
+    CellFileError,
+    IdentityMismatch,
+    discard_cell,
+    has_partial_state,
+    jsonable,
+    mismatch_message,
+    read_json,
+    read_result,
+)
 from models.presets import model_config
 
 # Preset fields that change how a cell runs, not what it computes (the corpus is fingerprinted
@@ -37,6 +54,29 @@ NOT_IDENTITY_FIELDS = ("num_workers", "torch_threads", "corpus_path")
 CELL_LABEL_FIELDS = ("description", "paper_bleu")
 PACKAGE = "adafactor-repro"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@functools.lru_cache(maxsize=1)
+def numerics_signature() -> str:
+    """'torch <version>; <capability>; <CPU model>[; <GPU name>]', e.g.
+    'torch 2.13.0+cpu; AVX512; Intel(R) Xeon(R) Processor'."""
+    import torch
+
+    parts = [f"torch {torch.__version__}", torch.backends.cpu.get_cpu_capability(), _cpu_model()]
+    if torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name(0))
+    return "; ".join(parts)
+
 
 def package_version() -> str:
     try:
@@ -93,18 +133,14 @@ def cell_settings(cell: Cell, preset: ScalePreset) -> dict[str, Any]:
         "scale": scale,
         "cell": cell_fields,
         "model": model,
-        "resolved": {"steps": max(1, round(preset.steps * cell.steps_factor)),
-                     "max_tokens": max(1, round(preset.max_tokens * cell.max_tokens_factor))},
+        "resolved": {"steps": resolved_steps(preset, cell),
+                     "max_tokens": resolved_max_tokens(preset, cell)},
     }
 
 
 def cell_identity(cell: Cell, preset: ScalePreset,
                   fingerprints: dict[str, Any] | None) -> dict[str, Any]:
     """settings + fingerprints (compared) + recorded (not compared); see the module docstring."""
-    import json
-
-    from experiments.cell_files import jsonable
-
     identity = {"settings": cell_settings(cell, preset),
                 "fingerprints": copy.deepcopy(fingerprints) if fingerprints else None,
                 "recorded": {**git_state(), "numerics": numerics_signature()}}
@@ -175,18 +211,6 @@ def check_cell_folder(out_dir: Path, wanted: dict[str, Any], scale: str, *, fres
     A damaged result.json is named and set aside (``act``), so its cell runs again. ``fresh``
     discards a cell of other settings (or with damaged state) instead of refusing it.
     """
-    from experiments.cell_files import (
-        CONFIG_FILE,
-        RESULT_FILE,
-        CellFileError,
-        IdentityMismatch,
-        discard_cell,
-        has_partial_state,
-        mismatch_message,
-        read_json,
-        read_result,
-    )
-
     out_dir = Path(out_dir)
 
     def refuse_or_discard(error: CellFileError) -> tuple[str, None]:

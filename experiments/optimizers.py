@@ -25,11 +25,10 @@ import torch
 from adafactor import Adafactor
 from adafactor.schedules import paper_step_size_at
 from experiments.baselines.registry import BASELINES, build_baseline
+from experiments.scales import PAPER_PLATEAU
 
 SCHEDULE_KINDS = ("absolute", "relative", "sgd", "vaswani", "peak")
 OPTIMIZER_NAMES = ("adafactor", "sgd", *BASELINES)
-# Peak of the paper's warmup schedule min(1e-6 t', 1/sqrt t'), reached at t' = 10^4.
-_PAPER_WARMUP_PEAK = 1e-2
 _ADAFACTOR_KEYS = {
     "factored",
     "beta1",
@@ -106,8 +105,8 @@ def _peak_schedule(schedule: dict[str, Any], paper_time: Callable[[int], float]
     def peaked(t: int) -> float:
         # = peak * min(1e-6 t', 1/sqrt t') / 1e-2, written so that t' = 10^4 gives exactly peak.
         t_paper = paper_time(t)
-        return peak * min(t_paper * 1e-6 / _PAPER_WARMUP_PEAK,
-                          1.0 / (_PAPER_WARMUP_PEAK * math.sqrt(t_paper)))
+        return peak * min(t_paper * 1e-6 / PAPER_PLATEAU,
+                          1.0 / (PAPER_PLATEAU * math.sqrt(t_paper)))
 
     return peaked
 

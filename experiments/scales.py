@@ -1,4 +1,7 @@
-"""Scale presets: the same grid cell at ``tiny`` (CPU, minutes), ``small`` (Multi30k, one GPU) and
+"""The settings a cell runs with: the scale presets, the calibration rule, a cell's plan, and the
+KEY=VALUE values of ``--set``.
+
+Scale presets: the same grid cell at ``tiny`` (CPU, minutes), ``small`` (Multi30k, one GPU) and
 ``base`` (the paper: WMT14 En-De, 100k steps, ~4096 + 4096 tokens, beam 4, alpha 0.6, newstest2013).
 
 Time-rescaling rule (every schedule: alpha_t, rho_t, SGD's k s_t, Vaswani's)
@@ -35,17 +38,29 @@ its lab notes are in docs/calibration.md section 4.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data.corpora import CORPUS_NAMES
-from experiments.step_size_rule import half_run_time_rescale, width_matched_lr_scale
-from models.presets import PRESETS
+from experiments.schema import CellPlan, resolved_max_tokens, resolved_steps
+from models.presets import PRESETS, model_config
+
+if TYPE_CHECKING:
+    from experiments.grid.cells import Cell
 
 PAPER_STEPS = 100_000
+PAPER_D_MODEL = 512  # Transformer base, the width the paper's alpha_t = 0.1 s_t was set for
+# The paper's s_t: the warmup ramp 1e-6 t (or the no-warmup plateau 1e-2) ends at t = 10^4,
+# where both reach PAPER_PLATEAU; 1/sqrt t after.
+PAPER_WARMUP_STEPS = 10_000
+PAPER_PLATEAU = 1e-2
 TINY_STEPS = 400
 # m of the calibration rule, read from sensitivity/B/warmup-m<m>/seed0 alone (docs/calibration.md).
 TINY_STEP_SIZE_MULTIPLIER = 3.16
@@ -98,6 +113,24 @@ class ScalePreset:
         out = dataclasses.asdict(self)
         out["paper_time_factor"] = self.paper_time_factor
         return out
+
+
+# --- the calibration rule (docs/calibration.md section 1) -------------------------------------
+# The warmup or plateau ends at half the run, F = 10^4 / (steps / 2); beta2 and 1 - t^-c keep
+# their absolute steps; one multiplier m acts on every step size, matched to the width:
+# alpha_t = m sqrt(512 / d_model) 0.1 s_t and rho_t = m s_t.
+
+
+def half_run_time_rescale(steps: int) -> float:
+    """F such that the paper's 10^4-step warmup or plateau ends at half of ``steps``."""
+    if steps < 2:
+        raise ValueError(f"the half-run rule needs at least 2 steps, got {steps}")
+    return PAPER_WARMUP_STEPS / (steps / 2)
+
+
+def width_matched_lr_scale(multiplier: float, d_model: int) -> float:
+    """lr_scale = m sqrt(512 / d_model): the same relative update alpha / RMS(W) as at d = 512."""
+    return multiplier * math.sqrt(PAPER_D_MODEL / d_model)
 
 
 def _multi30k_path() -> str | None:
@@ -243,3 +276,63 @@ def _validate(p: ScalePreset) -> None:
         raise ValueError(
             f"scale setting 'eval_max_sentences' must be >= 1 or None, got {p.eval_max_sentences}"
         )
+
+
+def calibrated(preset: ScalePreset, multiplier: float, *, d_model: int,
+               steps: int | None = None) -> ScalePreset:
+    """``preset`` under the calibration rule with multiplier m (``steps``: the cell's own)."""
+    if not multiplier > 0 or not math.isfinite(multiplier):
+        raise ValueError(f"step-size multiplier must be positive and finite, got {multiplier!r}")
+    return dataclasses.replace(
+        preset, time_rescale=half_run_time_rescale(steps or preset.steps),
+        lr_scale=width_matched_lr_scale(multiplier, d_model), relative_lr_scale=float(multiplier),
+    )
+
+
+def resolve_cell_preset(cell: Cell, scale: str, overrides: Mapping[str, Any] | None = None
+                        ) -> ScalePreset:
+    """The preset ``cell`` trains with: the scale's preset, the cell's own preset_overrides
+    (Figure 1), the --set ``overrides`` on top, then the calibration rule if the cell has a
+    multiplier (the sensitivity grid)."""
+    preset = scale_preset(scale, **{**cell.preset_overrides, **(overrides or {})})
+    if cell.lr_multiplier is None:
+        return preset
+    d_model = model_config(preset.model, preset.vocab_size,
+                           **{**preset.model_overrides, **cell.model_overrides}).d_model
+    return calibrated(preset, cell.lr_multiplier, d_model=d_model,
+                      steps=resolved_steps(preset, cell))
+
+
+def plan_cell(cell: Cell, scale: str, overrides: Mapping[str, Any] | None = None) -> CellPlan:
+    """The one resolution of a cell's settings: preset, steps and token budget."""
+    preset = resolve_cell_preset(cell, scale, overrides)
+    return CellPlan(cell, preset, resolved_steps(preset, cell), resolved_max_tokens(preset, cell))
+
+
+# --- KEY=VALUE values (``--set``, the benchmarks' ``--override``) ------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses (``400`` -> int, ``0.5`` -> float, ``null`` -> None, ``true``,
+    ``{"d_model": 64}``), otherwise the text itself (``beam``, ``/data/wmt``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def split_key_value(text: str) -> tuple[str, Any]:
+    """``"steps=40"`` -> ``("steps", 40)``; ValueError for anything not ``KEY=VALUE``."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{text!r}: expected KEY=VALUE, e.g. steps=40")
+    return key, parse_value(value.strip())
+
+
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """`split_key_value` as an argparse ``type=`` (bad input is a usage error)."""
+    try:
+        return split_key_value(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

@@ -1,6 +1,6 @@
 """``python -m reproduce``: parse the command line and hand it to reproduce.commands.
 
-Commands: one per table (experiments.tables: ``table1|table2|table3|frontier``, plus ``all``:
+Commands: one per table (experiments.grid.registry: ``table1|table2|table3|frontier``, plus ``all``:
 run the missing cells, then render), ``run CELL_ID`` (one cell; what Slurm array tasks call),
 ``prepare`` (binarize the corpus once), ``render TABLE`` (tables from existing results) and
 ``dashboard`` (the W&B Report). Bad input (and a damaged file, a results folder in use, results
@@ -18,9 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.cell_files import CellFileError, LockHeld
-from experiments.cells import TableProvider
-from experiments.tables import REGISTRY
+from experiments.grid.cells import TableProvider
+from experiments.grid.registry import REGISTRY
+from experiments.scales import SCALES
+from experiments.store.files import CellFileError
+from experiments.store.locks import LockHeld
 from reproduce import commands
 from reproduce.errors import Interrupted, UsageError
 
@@ -41,7 +43,7 @@ EXAMPLES = """examples:
 
 def _add_scale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scale", default="tiny", choices=("tiny", "small", "base"),
+        "--scale", default="tiny", choices=SCALES,
         help="size preset (experiments.scales): tiny = embedded corpus, CPU minutes; small = "
         "Multi30k on one GPU; base = the paper (WMT14, 100k steps). Example: --scale base",
     )
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands_.add_parser(
         "run", help="train and evaluate one cell (what each Slurm array task runs)",
-        description="Train and evaluate one cell with experiments.runner.run_cell; resumes from "
+        description="Train and evaluate one cell with experiments.run.cell.run_cell; resumes from "
         "the cell's checkpoint when one exists.",
         epilog="example:\n  python -m reproduce run table2/H/no-warmup/seed0 --set steps=100",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--table", action="append", default=None, metavar="TABLE",
                            help=f"only this table ({', '.join(REGISTRY.names())}); repeatable "
                            "(default: all). Example: --table table2")
-    dashboard.add_argument("--scale", default="base", choices=("tiny", "small", "base"),
+    dashboard.add_argument("--scale", default="base", choices=SCALES,
                            help="the runs' scale tag (default base)")
     dashboard.add_argument("--out", type=Path, default=None,
                            help="where the spec JSON goes (default "
@@ -260,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("tables", nargs="+", metavar="TABLE",
                         help=f"{', '.join(REGISTRY.names())} or all")
-    render.add_argument("--scale", default="tiny", choices=("tiny", "small", "base"),
+    render.add_argument("--scale", default="tiny", choices=SCALES,
                         help="only to find the default --results-dir results/<scale>")
     render.add_argument("--results-dir", type=Path, default=None,
                         help="default results/<scale>. Example: --results-dir results/base")

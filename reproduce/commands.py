@@ -5,7 +5,7 @@ before a worker starts (folders, every ``--set`` value by building one cell), re
 whose results have this run's identity (refusing those of other settings), run the rest here or
 on Slurm, run each table's ``prepare`` step, render. ``run``: one cell.
 ``render``: tables from existing results (or W&B runs). Nothing here tests a table's name: what
-differs between tables is in their providers (experiments.tables).
+differs between tables is in their providers (experiments.grid.registry).
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from experiments.calibration import resolve_cell_preset
-from experiments.cell_files import CellFileError, LockHeld, results_lock
-from experiments.cells import TableProvider
-from experiments.preflight import MIN_FREE_BYTES, PreflightError, check_folder, preflight_cell
-from experiments.tables import get_cell, provider
+from experiments.grid.cells import TableProvider
+from experiments.grid.registry import get_cell, provider
+from experiments.run.preflight import MIN_FREE_BYTES, PreflightError, check_folder, preflight_cell
+from experiments.scales import plan_cell
+from experiments.schema import CellPlan
+from experiments.store.files import CellFileError
+from experiments.store.locks import LockHeld, results_lock
 from reproduce import slurm
 from reproduce.errors import Interrupted, UsageError
-from reproduce.local import CellOutcome, run_cells_locally
+from reproduce.local import FAILED, CellOutcome, run_cells_locally
 from reproduce.overrides import check_overrides, parse_set_args
 from reproduce.render import render_tables
 from reproduce.selection import (
@@ -129,11 +131,12 @@ def run_tables(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     results_dir = results_dir_of(args)
     seeds = parse_seeds(getattr(args, "seeds", "0"))
-    cells = select_cells(tables, parse_rows(args.rows), seeds)
+    # Each cell's settings are resolved here, once; the workers train these plans as they are.
+    plans = [plan_cell(cell, args.scale, overrides)
+             for cell in select_cells(tables, parse_rows(args.rows), seeds)]
     if args.dry_run:  # settings only: a dry run builds nothing and changes nothing
-        done, pending = check_existing_results(results_dir, cells, args.scale, overrides,
-                                               act=False)
-        return _run_selected(args, tables, cells, done, pending, results_dir, overrides)
+        done, pending = check_existing_results(results_dir, plans, args.scale, act=False)
+        return _run_selected(args, tables, plans, done, pending, results_dir)
     lock = results_lock(results_dir)
     try:
         check_folder(results_dir, "--results-dir", min_free_bytes=MIN_FREE_BYTES)
@@ -144,22 +147,20 @@ def run_tables(args: argparse.Namespace) -> int:
         try:
             check_folder(args.tables_dir, "--tables-dir")
             # Slurm: the cells are built on the compute nodes (no vocabulary training here)
-            build = cells and args.launcher == "local"
-            first = resolve_cell_preset(cells[0], args.scale, overrides) if build else None
-            fingerprints = preflight_cell(cells[0], first, results_dir) if build else None
+            build = plans and args.launcher == "local"
+            fingerprints = preflight_cell(plans[0], results_dir) if build else None
         except PreflightError as err:
             raise UsageError(f"{err} (checked before any cell runs)") from None
-        done, pending = check_existing_results(results_dir, cells, args.scale, overrides,
+        done, pending = check_existing_results(results_dir, plans, args.scale,
                                                fingerprints=fingerprints, fresh=args.fresh)
-        return _run_selected(args, tables, cells, done, pending, results_dir, overrides)
+        return _run_selected(args, tables, plans, done, pending, results_dir)
     finally:
         lock.release()
 
 
-def _run_selected(args: argparse.Namespace, tables: Sequence[str], cells: Sequence[object],
-                  done: Sequence[str], pending: Sequence[str], results_dir: Path,
-                  overrides: dict) -> int:
-    print(f"{args.command} at scale {args.scale}: {len(cells)} cells, {len(done)} already have "
+def _run_selected(args: argparse.Namespace, tables: Sequence[str], plans: Sequence[CellPlan],
+                  done: Sequence[str], pending: Sequence[str], results_dir: Path) -> int:
+    print(f"{args.command} at scale {args.scale}: {len(plans)} cells, {len(done)} already have "
           f"results in {results_dir}, {len(pending)} to run", flush=True)
     prepares = _unskipped_prepares(args, tables)
     if args.launcher == "slurm":
@@ -173,11 +174,10 @@ def _run_selected(args: argparse.Namespace, tables: Sequence[str], cells: Sequen
     failed = []
     if pending:
         start = time.time()
-        outcomes = run_cells_locally(
-            pending, scale=args.scale, results_dir=results_dir, overrides=overrides,
-            workers=args.workers, use_wandb=not args.no_wandb,
-        )
-        failed = [o for o in outcomes if o.status == "failed"]
+        to_run = [p for p in plans if p.cell_id in set(pending)]
+        outcomes = run_cells_locally(to_run, results_dir=results_dir, workers=args.workers,
+                                     use_wandb=not args.no_wandb)
+        failed = [o for o in outcomes if o.status == FAILED]
         print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
         print(cell_cost_line(outcomes))
     try:
@@ -247,25 +247,20 @@ def _launch_slurm(args: argparse.Namespace, tables: Sequence[str], pending: Sequ
 def run_one(args: argparse.Namespace) -> int:
     """``run CELL_ID``: train and evaluate one cell (what a Slurm array task runs)."""
     try:
-        get_cell(args.cell_id)
+        cell = get_cell(args.cell_id)
     except ValueError as err:
         raise UsageError(str(err)) from err
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)
     # Lightning: imported only when a cell runs here
-    from experiments.runner import (
-        CellInterrupted,
-        CellSetupError,
-        install_stop_handlers,
-        run_cell,
-        stop_requested,
-    )
+    from experiments.run.cell import CellSetupError, run_cell
+    from experiments.run.stop import CellInterrupted, install_stop_handlers, stop_requested
 
     install_stop_handlers()
     try:
         result = run_cell(
-            args.cell_id, scale=args.scale, results_dir=results_dir_of(args),
-            overrides=overrides, devices=args.devices, accelerator=args.accelerator,
+            plan_cell(cell, args.scale, overrides), results_dir=results_dir_of(args),
+            devices=args.devices, accelerator=args.accelerator,
             num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
             fresh=args.fresh, wait_lock=args.wait_lock, strategy=args.strategy,
         )
@@ -293,7 +288,7 @@ def render(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace) -> int:
     """``prepare``: binarize the scale's corpus once (what the Slurm prepare job runs)."""
-    from experiments.prepare import prepare_scale
+    from experiments.measure.corpus import prepare_scale
 
     overrides = parse_set_args(args.set_args)
     check_overrides(args.scale, overrides)

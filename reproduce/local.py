@@ -1,5 +1,6 @@
 """Local launcher: run cells in parallel worker processes on this machine.
 
+The parent hands each worker planned cells (experiments.schema.CellPlan, resolved once there).
 One worker per core (or per GPU, each worker pinned to one through CUDA_VISIBLE_DEVICES), each
 with one intra-op thread, so cells do not fight over cores. Workers are long-lived spawned
 processes that import torch and Lightning once and then take cells from a queue; each cell's
@@ -28,18 +29,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import LOG_FILE, METRICS_FILE, cell_dir, read_metrics
-from experiments.tracking import last_value
+from experiments.schema import (
+    BLEU,
+    LOG_FILE,
+    METRICS_FILE,
+    STATUS,
+    TRAIN_LOSS,
+    CellPlan,
+    Status,
+)
+from experiments.store.files import cell_dir, last_value, read_metrics
 from reproduce.errors import Interrupted
 
 STATUS_EVERY_S = 20.0
 STOP_GRACE_S = 120.0  # how long stopping workers get to checkpoint before they are killed
+# A cell's outcome here: a result's Status (it has a result.json), or one of these two.
+FAILED = "failed"
+INTERRUPTED = "interrupted"
 
 
 @dataclass
 class CellOutcome:
     cell_id: str
-    status: str  # "ok", "diverged" (both have a result.json), "failed" or "interrupted"
+    status: str  # Status.OK, Status.DIVERGED, FAILED or INTERRUPTED
     bleu: float | None = None
     wall_s: float = 0.0
     error: str | None = None
@@ -78,12 +90,10 @@ def _worker(
     events: Any,
     worker: int,
     gpu: str | None,
-    scale: str,
     results_dir: str,
-    overrides: dict[str, Any],
     use_wandb: bool,
 ) -> None:
-    """Worker process body: take cell ids until None, report start/done/error events."""
+    """Worker process body: take planned cells until None, report start/done/error events."""
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     if gpu is not None:
@@ -91,31 +101,31 @@ def _worker(
     import torch
 
     torch.set_num_threads(1)
-    from experiments.runner import CellInterrupted, install_stop_handlers, run_cell, stop_requested
+    from experiments.run.cell import run_cell
+    from experiments.run.stop import CellInterrupted, install_stop_handlers, stop_requested
 
     install_stop_handlers()
     while True:
         if stop_requested() is not None:
             return
-        cell_id = tasks.get()
-        if cell_id is None or stop_requested() is not None:
+        plan = tasks.get()
+        if plan is None or stop_requested() is not None:
             return
+        cell_id = plan.cell_id
         events.put(("start", worker, cell_id, None))
         _redirect_output(cell_dir(Path(results_dir), cell_id) / LOG_FILE)
         start = time.time()
         try:
             result = run_cell(
-                cell_id,
-                scale=scale,
+                plan,
                 results_dir=Path(results_dir),
-                overrides=dict(overrides),
                 devices=1,
                 accelerator="gpu" if gpu is not None else "cpu",
                 use_wandb=use_wandb,
             )
             summary = {
-                "status": str(result.get("status", "ok")),
-                "bleu": result.get("bleu"),
+                "status": str(result.get(STATUS, Status.OK)),
+                "bleu": result.get(BLEU),
                 "wall_s": time.time() - start,
             }
             events.put(("done", worker, cell_id, summary))
@@ -132,7 +142,7 @@ def _progress_text(cell_id: str, results_dir: Path) -> str:
     """``cell (step S, loss L, BLEU B)`` from the cell's metrics.jsonl so far."""
     records = read_metrics(cell_dir(results_dir, cell_id) / METRICS_FILE, strict=False)
     parts = []
-    for key, label, fmt in (("train_loss", "loss", ".3f"), ("bleu", "BLEU", ".2f")):
+    for key, label, fmt in ((TRAIN_LOSS, "loss", ".3f"), (BLEU, "BLEU", ".2f")):
         last = last_value(records, key)
         if last is not None:
             if not parts:
@@ -142,22 +152,20 @@ def _progress_text(cell_id: str, results_dir: Path) -> str:
 
 
 def run_cells_locally(
-    cell_ids: Sequence[str],
+    plans: Sequence[CellPlan],
     *,
-    scale: str,
     results_dir: Path,
-    overrides: dict[str, Any] | None = None,
     workers: int | None = None,
     use_wandb: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[CellOutcome]:
-    """Run ``cell_ids`` (none of which has a result yet) and return one outcome per cell.
+    """Run ``plans`` (none of which has a result yet) and return one outcome per cell.
 
     Raises `Interrupted` after a SIGINT/SIGTERM, once every worker has stopped.
     """
     log = log or partial(print, flush=True)
     results_dir = Path(results_dir).resolve()
-    overrides = dict(overrides or {})
+    cell_ids = [p.cell_id for p in plans]
     n_default, gpus = default_workers()
     n_workers = max(1, min(workers or n_default, len(cell_ids)))
     gpus = (gpus * n_workers)[:n_workers] if gpus[0] is not None else [None] * n_workers
@@ -166,13 +174,13 @@ def run_cells_locally(
         return []
     ctx = mp.get_context("spawn")
     tasks, events = ctx.Queue(), ctx.Queue()
-    for cell_id in cell_ids:
-        tasks.put(cell_id)
+    for plan in plans:
+        tasks.put(plan)
 
     def start_worker(index: int) -> Any:
         process = ctx.Process(
             target=_worker,
-            args=(tasks, events, index, gpus[index], scale, str(results_dir), overrides, use_wandb),
+            args=(tasks, events, index, gpus[index], str(results_dir), use_wandb),
         )
         process.start()
         return process
@@ -209,10 +217,10 @@ def run_cells_locally(
 def _stop_summary(signum: int, cell_ids: Sequence[str], outcomes: dict[str, CellOutcome]) -> str:
     """One line: what finished, what was interrupted (and where), what never started."""
     name = signal.Signals(signum).name
-    finished = [c for c in cell_ids if c in outcomes and outcomes[c].status in ("ok", "diverged")]
-    failed = [c for c in cell_ids if c in outcomes and outcomes[c].status == "failed"]
+    finished = [c for c in cell_ids if c in outcomes and outcomes[c].status in tuple(Status)]
+    failed = [c for c in cell_ids if c in outcomes and outcomes[c].status == FAILED]
     stopped = [outcomes[c] for c in cell_ids if c in outcomes
-               and outcomes[c].status == "interrupted"]
+               and outcomes[c].status == INTERRUPTED]
     waiting = [c for c in cell_ids if c not in outcomes]
     parts = [f"{len(finished)} finished"]
     if stopped:
@@ -254,7 +262,7 @@ def _supervise(processes: dict[int, Any], start_worker: Callable[[int], Any], ta
                 _handle_event(*event, running, outcomes, total, stopping, results_dir, log)
             running.pop(index, None)
             if cell[0] not in outcomes:
-                status = "interrupted" if stopping else "failed"
+                status = INTERRUPTED if stopping else FAILED
                 outcomes[cell[0]] = CellOutcome(
                     cell[0], status, None, time.time() - cell[1],
                     error=f"worker process died (exit code {process.exitcode})",
@@ -267,7 +275,7 @@ def _supervise(processes: dict[int, Any], start_worker: Callable[[int], Any], ta
             if not stopping:
                 for cell_id in cell_ids:  # every worker is gone: nothing will run the rest
                     outcomes.setdefault(cell_id, CellOutcome(
-                        cell_id, "failed", error="not run: every worker process exited"))
+                        cell_id, FAILED, error="not run: every worker process exited"))
             return
         if stopping and time.time() - stop["since"] > STOP_GRACE_S:
             return  # the caller kills what is left
@@ -305,11 +313,11 @@ def _handle_event(kind: str, worker: int, cell_id: str, payload: Any,
             bleu = "-" if outcome.bleu is None else f"{outcome.bleu:.2f}"
             text = f"{outcome.status:8s} BLEU {bleu}"
         elif kind == "interrupted":
-            outcome = CellOutcome(cell_id, "interrupted", None, time.time() - started,
+            outcome = CellOutcome(cell_id, INTERRUPTED, None, time.time() - started,
                                   error=f"at step {payload['step']}")
             text = f"stopped  at step {payload['step']} (checkpointed)"
         else:
-            outcome = CellOutcome(cell_id, "failed", None, time.time() - started,
+            outcome = CellOutcome(cell_id, FAILED, None, time.time() - started,
                                   error=payload.strip().splitlines()[-1])
             text = f"FAILED   {outcome.error} (see {cell_dir(results_dir, cell_id)}/" \
                    f"{LOG_FILE})"

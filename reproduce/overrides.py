@@ -1,6 +1,7 @@
 """``--set key=value`` overrides of the scale preset, fail-loud (unknown key or wrong type).
 
-The KEY=VALUE parsing itself is experiments.cli_values (one parser for every entry point).
+The KEY=VALUE parsing itself is experiments.scales.split_key_value (one parser for every entry
+point, the benchmarks' ``--override`` too).
 """
 
 from __future__ import annotations
@@ -8,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.cli_values import split_key_value
-from experiments.scales import scale_preset
+from experiments.scales import scale_preset, split_key_value
 from reproduce.errors import UsageError
 
 

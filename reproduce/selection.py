@@ -1,6 +1,6 @@
 """Which cells a command runs, which of them already have results, and whether those fit.
 
-Tables are looked up in experiments.tables; a table with a ``source`` (Table 1, an excerpt of
+Tables are looked up in experiments.grid.registry; a table with a ``source`` (Table 1, an excerpt of
 Table 2) runs its source's cells, so a Table 1 request trains each Table 2 cell once.
 """
 
@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.calibration import resolve_cell_preset
-from experiments.cell_files import CellFileError, cell_dir, result_path
-from experiments.cells import Cell
+from experiments.grid.cells import Cell
+from experiments.grid.registry import REGISTRY, provider, source_cell
 from experiments.identity import cell_identity, check_cell_folder
-from experiments.tables import REGISTRY, provider, source_cell
+from experiments.schema import CellPlan
+from experiments.store.files import CellFileError, cell_dir, result_path
 from reproduce.errors import UsageError
 
 
@@ -98,8 +98,7 @@ def has_result(results_dir: Path, cell_id: str) -> bool:
     return result_path(results_dir, cell_id).is_file()
 
 
-def check_existing_results(results_dir: Path, cells: Sequence[Cell], scale: str,
-                           overrides: dict[str, Any], *,
+def check_existing_results(results_dir: Path, plans: Sequence[CellPlan], scale: str, *,
                            fingerprints: dict[str, Any] | None = None, fresh: bool = False,
                            act: bool = True, log: Callable[[str], None] = print,
                            ) -> tuple[list[str], list[str]]:
@@ -110,13 +109,12 @@ def check_existing_results(results_dir: Path, cells: Sequence[Cell], scale: str,
     ``fingerprints`` None (a dry run) compares the settings only. ``act`` False changes nothing.
     """
     done, pending = [], []
-    for cell in cells:
-        preset = resolve_cell_preset(cell, scale, overrides)
-        wanted = cell_identity(cell, preset, fingerprints)
+    for plan in plans:
+        wanted = cell_identity(plan.cell, plan.preset, fingerprints)
         try:
-            state, _ = check_cell_folder(cell_dir(results_dir, cell.cell_id), wanted, scale,
+            state, _ = check_cell_folder(cell_dir(results_dir, plan.cell_id), wanted, scale,
                                          fresh=fresh, act=act, log=log)
         except CellFileError as err:
             raise UsageError(str(err)) from None
-        (done if state == "done" else pending).append(cell.cell_id)
+        (done if state == "done" else pending).append(plan.cell_id)
     return done, pending

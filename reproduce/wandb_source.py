@@ -3,12 +3,12 @@
 The live path reads ``wandb.Api().runs("<entity>/<project>")`` and turns every run into a plain
 *record*: ``{"name", "id", "state", "config", "summary", "history"}`` (``history`` = the rows of
 ``run.scan_history()``). ``result_from_record`` maps a record to the same result dict that
-experiments.runner writes to result.json (experiments.tracking mirrors result.json into the run
+experiments.run writes to result.json (experiments.run.mirror mirrors result.json into the run
 summary and each metrics.jsonl row into the history, with the same keys), so the test suite can
 check the mapping on a recorded API response without a W&B server.
 
 The W&B calls the tables rely on, exactly:
-- writing (experiments.runner / tracking): ``WandbLogger(project, group="<table>/<row>",
+- writing (experiments.run.monitor, record, mirror): ``WandbLogger(project, group="<table>/<row>",
   job_type=<column>, tags=[<table>, "row:<row>", <column>, "scale:<scale>", "seed:<k>"],
   name=<cell id>, id=<stable hash>, config=<config.json>)``; ``logger.log_metrics(row, step)``
   for every metrics.jsonl row (the history); ``run.summary.update(summary_keys(result))`` with
@@ -30,15 +30,20 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import (
+from experiments.grid.registry import get_cell, provider
+from experiments.schema import (
+    BLEU,
+    CELL_ID,
     CONFIG_FILE,
     METRICS_FILE,
     RESULT_FILE,
-    atomic_write_json,
-    cell_dir,
+    STATUS,
+    STEP,
+    Status,
+    bleu_recipe,
 )
-from experiments.cell_files import atomic_write as write_atomic
-from experiments.tables import get_cell
+from experiments.store.files import atomic_write as write_atomic
+from experiments.store.files import atomic_write_json, cell_dir
 from reproduce.errors import UsageError
 
 # Keys W&B adds to summaries and history rows that are not ours.
@@ -50,7 +55,7 @@ def _plain(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _number(value: Any) -> Any:
-    """W&B stores nan/inf as strings or floats; result.json keeps them as strings (tracking)."""
+    """W&B stores nan/inf as strings or floats; result.json keeps them as strings (jsonable)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
@@ -59,45 +64,32 @@ def _number(value: Any) -> Any:
 def result_from_record(record: Mapping[str, Any]) -> dict[str, Any] | None:
     """The result dict of one W&B run record, or None for a run that has not finished.
 
-    The cell id comes from the summary (``cell_id``) or else the run name (tracking names runs
+    The cell id comes from the summary (``cell_id``) or else the run name (the mirror names runs
     by cell id); an id that is not a grid cell is an error naming the run.
     """
     summary = _plain(record.get("summary") or {})
     config = dict(record.get("config") or {})
-    if record.get("state", "finished") != "finished" or "status" not in summary:
+    if record.get("state", "finished") != "finished" or STATUS not in summary:
         return None
-    cell_id = summary.get("cell_id") or record.get("name")
+    cell_id = summary.get(CELL_ID) or record.get("name")
     try:
         cell = get_cell(str(cell_id))
     except ValueError as err:
         raise ValueError(f"W&B run {record.get('id') or record.get('name')!r}: {err}") from err
     result: dict[str, Any] = {k: _number(v) for k, v in summary.items()}
-    result["cell_id"] = cell.cell_id
+    result[CELL_ID] = cell.cell_id
     for key, value in (("table", cell.table), ("row", cell.row), ("warmup", cell.warmup),
                        ("seed", cell.seed), ("paper_bleu", cell.paper_bleu)):
         result.setdefault(key, value)
-    # The summary holds result.json's scalars only (tracking.summary_keys): rebuild the nested
-    # BLEU recipe from the run config's scale preset, as experiments.runner builds it.
+    # The summary holds result.json's scalars only (experiments.run.mirror.summary_keys):
+    # rebuild the nested BLEU recipe from the run config's scale preset, as the runner does.
     preset = config.get("scale")
     if isinstance(preset, Mapping):
         result.setdefault("scale", preset.get("name"))
-        result.setdefault("bleu_recipe", recipe_from_preset(preset))
-    if result.get("status") == "diverged":
-        result["bleu"] = None
+        result.setdefault("bleu_recipe", bleu_recipe(preset))
+    if result.get(STATUS) == Status.DIVERGED:
+        result[BLEU] = None
     return result
-
-
-def recipe_from_preset(preset: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``bleu_recipe`` of result.json from a scale preset dict (config.json's ``scale``)."""
-    beam = preset.get("decode") == "beam"
-    return {
-        "split": preset.get("eval_split"),
-        "corpus": preset.get("corpus"),
-        "max_sentences": preset.get("eval_max_sentences"),
-        "decode": preset.get("decode"),
-        "beam": preset.get("beam_size") if beam else 1,
-        "length_penalty": preset.get("length_penalty") if beam else None,
-    }
 
 
 def metrics_from_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -105,13 +97,13 @@ def metrics_from_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, An
     ``step`` (mirrored from metrics.jsonl) or else Lightning's ``trainer/global_step``."""
     records = []
     for row in rows:
-        step = row.get("step", row.get("trainer/global_step"))
+        step = row.get(STEP, row.get("trainer/global_step"))
         values = {k: _number(v) for k, v in _plain(row).items() if v is not None}
-        values.pop("step", None)
+        values.pop(STEP, None)
         if step is None or not values:
             continue
-        records.append({"step": int(step), **values})
-    return sorted(records, key=lambda r: r["step"])
+        records.append({STEP: int(step), **values})
+    return sorted(records, key=lambda r: r[STEP])
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -156,7 +148,7 @@ def write_results(
     Runs of other tables (Table 1 reads Table 2 rows A and G) or scales are left out; when a
     cell has several runs the one with the latest ``_timestamp`` wins.
     """
-    wanted = set(tables or ()) | ({"table2"} if tables and "table1" in tables else set())
+    wanted = set(tables or ()) | {provider(t).source for t in tables or () if provider(t).source}
     chosen: dict[str, tuple[float, dict[str, Any], list[dict[str, Any]], dict[str, Any]]] = {}
     for record in records:
         result = result_from_record(record)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments.cell_files import atomic_write_json
-from experiments.tables import table_cells
+from experiments.grid.registry import table_cells
+from experiments.store.files import atomic_write_json
 
 RECIPE = {"split": "valid", "corpus": "embedded", "max_sentences": 200, "sentences": 200,
           "decode": "greedy", "beam": 1, "length_penalty": None}
@@ -18,7 +18,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: str = "tiny",
                  metrics: list[dict] | None = None, steps: int = 400,
                  valid_loss: float = 4.5) -> dict:
-    """One cell's result.json (and metrics.jsonl) as experiments.runner writes them."""
+    """One cell's result.json (and metrics.jsonl) as experiments.run.record writes them."""
     table, row, column, seed = cell_id.split("/")
     diverged = bleu == "diverged"
     result = {
@@ -61,7 +61,7 @@ def plateau_curve() -> list[dict]:
 
 def write_unigram_levels(results_dir: Path, table: str, cell_ids: list[str],
                          level: float = UNIGRAM_LEVEL) -> None:
-    """<results_dir>/<table>/unigram.json as experiments.unigram writes it."""
+    """<results_dir>/<table>/unigram.json as experiments.measure.unigram writes it."""
     atomic_write_json(results_dir / table / "unigram.json", {"levels": [
         {"settings": {"corpus": "embedded"}, "unigram_loss": level, "cells": sorted(cell_ids)}]})
 

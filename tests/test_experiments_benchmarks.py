@@ -120,7 +120,7 @@ def test_cpu_multi30k_rejects_bad_settings(tmp_path: Path) -> None:
 
 
 def test_optimizer_step_shape_lists_and_floors():
-    """The optimizer-step benchmark's two shape lists (the issue's Transformer base and this
+    """The optimizer-step benchmark's two shape lists (Vaswani et al.'s Transformer base and this
     repo's base preset, built on the meta device) and a floor for every optimizer it runs."""
     from experiments.benchmarks import optimizer_step as bench
 

@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from experiments.calibration import (
+from experiments.grid.registry import REGISTRY
+from experiments.scales import (
     calibrated,
     half_run_time_rescale,
     resolve_cell_preset,
+    scale_preset,
     width_matched_lr_scale,
 )
-from experiments.scales import scale_preset
-from experiments.tables import REGISTRY
 
 
 def test_half_run_and_width_matching() -> None:

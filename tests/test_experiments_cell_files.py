@@ -16,22 +16,20 @@ import pytest
 import torch
 from helpers import write_local_corpus
 
-from experiments.cell_files import (
+from experiments.grid.registry import get_cell
+from experiments.identity import cell_identity, check_cell_folder, data_fingerprints
+from experiments.run.preflight import PreflightError, check_folder
+from experiments.scales import scale_preset
+from experiments.store.checkpoints import find_resume_checkpoint
+from experiments.store.files import (
     CellFileError,
-    FileLock,
     IdentityMismatch,
-    LockHeld,
     MetricsWriter,
     atomic_write_json,
-    find_resume_checkpoint,
-    process_start_time,
     read_json,
     read_metrics,
 )
-from experiments.identity import cell_identity, check_cell_folder, data_fingerprints
-from experiments.preflight import PreflightError, check_folder
-from experiments.scales import scale_preset
-from experiments.tables import get_cell
+from experiments.store.locks import FileLock, LockHeld, process_start_time
 
 CELL = "table2/A/warmup/seed0"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from helpers import UNIGRAM_LEVEL, plateau_curve, write_result, write_unigram_levels
 
-from experiments.cells import Registry, TableProvider, check_column, parse_cell_id
 from experiments.grid import PROVIDERS, TABLE2
-from experiments.tables import REGISTRY
-from experiments.tracking import load_results
+from experiments.grid.cells import Registry, TableProvider, check_column, parse_cell_id
+from experiments.grid.registry import REGISTRY
+from experiments.store.files import load_results
 from reproduce.render import Inputs, render_grid
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.collapse_rule import (
+from experiments.measure.unigram import preset_unigram_level, unigram_loss
+from experiments.scales import scale_preset
+from models.loss import label_smoothed_cross_entropy
+from reproduce.render.collapse_curve import (
     COLLAPSED,
     DIVERGED,
     SLOW,
@@ -16,9 +19,6 @@ from experiments.collapse_rule import (
     curve_verdict,
     loss_curve,
 )
-from experiments.scales import scale_preset
-from experiments.unigram import preset_unigram_level, unigram_loss
-from models.loss import label_smoothed_cross_entropy
 
 UNIGRAM = 4.6
 

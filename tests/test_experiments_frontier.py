@@ -7,16 +7,16 @@ import math
 
 import pytest
 
-from experiments.frontier import (
+from experiments.grid import table2_row_optimizer
+from experiments.grid.frontier import (
     FRONTIER_OPTIMIZERS,
     FRONTIER_ROWS,
     frontier_cell,
     lr_column,
     parse_lr_column,
 )
-from experiments.grid import table2_row_optimizer
+from experiments.grid.registry import get_cell, provider, table_cells
 from experiments.optimizers import build_optimizer, step_size_schedule
-from experiments.tables import get_cell, provider, table_cells
 
 TINY_TIME_FACTOR = 50  # experiments.scales: the tiny preset's F
 

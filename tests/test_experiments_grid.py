@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.tables import REGISTRY, get_cell, source_cell, table_cells
+from experiments.grid.registry import REGISTRY, get_cell, source_cell, table_cells
 
 TABLE2_ROWS = [*"ABCDEFGHIJKLMNOP", "Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
 

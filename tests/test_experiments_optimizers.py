@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from adafactor import Adafactor
+from experiments.grid.registry import get_cell, table_cells
 from experiments.optimizers import build_optimizer, step_size_schedule
-from experiments.tables import get_cell, table_cells
 
 
 def _params() -> list[torch.nn.Parameter]:

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments.runner import run_cell
-from experiments.tracking import offline_wandb_run, read_json, read_metrics, summary_keys
+from experiments.grid.registry import get_cell
+from experiments.run.cell import run_cell
+from experiments.run.mirror import offline_wandb_run, summary_keys
+from experiments.scales import plan_cell
+from experiments.store.checkpoints import checkpoint_step
+from experiments.store.files import CellFileError, read_json, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = "table2/N/no-warmup/seed0"
@@ -52,6 +56,18 @@ def _env() -> dict[str, str]:
 
 def _without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return checkpoint_step(path)
+    except CellFileError:  # being written: not readable yet
+        return 10**9
+
+
+def _logged_past(metrics: Path, step: int) -> bool:
+    """Whether metrics.jsonl has a training row after ``step`` (a torn last line is skipped)."""
+    return any(r.get("step", 0) > step for r in read_metrics(metrics, strict=False))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +131,7 @@ def test_finished_cell_is_returned_without_training(straight_run, cache_dir: Pat
     results, result = straight_run
     path = results / CELL / "result.json"
     before = path.stat().st_mtime_ns
-    again = run_cell(CELL, scale="tiny", results_dir=results, overrides=TEST_SCALE,
+    again = run_cell(plan_cell(get_cell(CELL), "tiny", TEST_SCALE), results_dir=results,
                      use_wandb=False, cache_dir=cache_dir)
     assert again == result and path.stat().st_mtime_ns == before
 
@@ -131,10 +147,12 @@ def test_sigkill_mid_run_then_resume_gives_the_same_final_losses(
     proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
+        # Kill once the run has logged a row past its first checkpoint (polled, with a deadline).
+        metrics = results / CELL / "metrics.jsonl"
         deadline = time.monotonic() + 300
-        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                last.exists() and _logged_past(metrics, _checkpoint_step(last))):
             time.sleep(0.02)
-        time.sleep(0.5)  # let it train past the checkpoint
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -191,10 +209,10 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(
 @pytest.mark.slow
 def test_non_finite_loss_ends_the_cell_as_diverged(tmp_path: Path, cache_dir: Path) -> None:
     """SGD at 300 s_t times 10^4 blows up: the cell stops early and is recorded as diverged."""
-    result = run_cell(
-        "table2/Q6/no-warmup/seed0", scale="tiny", results_dir=tmp_path, cache_dir=cache_dir,
-        overrides={**TEST_SCALE, "lr_scale": 1e4}, accelerator="cpu", use_wandb=False,
-    )
+    plan = plan_cell(get_cell("table2/Q6/no-warmup/seed0"), "tiny",
+                     {**TEST_SCALE, "lr_scale": 1e4})
+    result = run_cell(plan, results_dir=tmp_path, cache_dir=cache_dir, accelerator="cpu",
+                      use_wandb=False)
     assert result["status"] == "diverged" and result["bleu"] is None
     assert result["paper_bleu"] == "diverged"
     assert 1 <= result["diverged_step"] < 40 and result["steps"] < 40

@@ -12,20 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tables import get_cell
-from experiments.tracking import (
+from experiments.grid.registry import get_cell
+from experiments.run.mirror import wandb_run_id, wandb_settings
+from experiments.store.files import (
     MetricsWriter,
     atomic_write,
     atomic_write_json,
     load_results,
     read_json,
-    wandb_run_id,
-    wandb_settings,
 )
 
 WRITER = """
 import sys
-from experiments.tracking import atomic_write_json
+from experiments.store.files import atomic_write_json
 path = sys.argv[1]
 i = 0
 while True:
@@ -124,7 +123,7 @@ def test_atomic_write_gives_the_permissions_of_a_normally_created_file(tmp_path:
 
 def test_read_metrics_ignores_only_a_torn_last_line(tmp_path: Path) -> None:
     """A cell still running may be half-way through its last line; anything else is an error."""
-    from experiments.tracking import MetricsWriter, read_metrics
+    from experiments.store.files import MetricsWriter, read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 10, "train_loss": 5.5}\n{"step": 20, "train_loss": 4.25}\n{"st')

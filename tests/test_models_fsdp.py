@@ -18,7 +18,7 @@ from helpers import spawn_gloo
 from experiments.benchmarks.rounding_spread import run_args
 from experiments.grid import table2_row_optimizer
 from experiments.optimizers import build_optimizer
-from experiments.tracking import read_json, read_metrics
+from experiments.store.files import read_json, read_metrics
 from models.fsdp import is_sharded, plain_replica, shard_transformer
 from models.loss import label_smoothed_cross_entropy
 from models.presets import model_config

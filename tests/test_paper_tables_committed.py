@@ -1,4 +1,4 @@
-"""The committed paper_tables/table2.csv is what the committed code produces (issue 10, item 6).
+"""The committed paper_tables/table2.csv is what the committed code produces.
 
 Three cells of the default tiny preset are re-run from scratch: one that the committed table marks
 collapsed (curve rule), one it does not, and one SGD row. Their re-rendered CSV rows must equal
@@ -22,7 +22,7 @@ COMMITTED = REPO / "paper_tables" / "table2.csv"
 # cells, so it is left out: only three cells are re-run).
 COMPARED = ("bleu", "tokenized_bleu", "valid_loss", "status", "steps", "scale", "collapsed",
             "verdict", "verdict_reason", "unigram_level")
-# On other arithmetic (another CPU instruction set or model, experiments.numerics) the digits
+# On other arithmetic (another CPU instruction set or model, experiments.identity) the digits
 # differ; what rounding cannot move is still compared: the verdict, the unigram level (counted
 # from the corpus), the run's length and status.
 ANY_ARITHMETIC = ("status", "steps", "scale", "collapsed", "verdict", "unigram_level")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import tracking
-from experiments.tables import get_cell
+from experiments import schema
+from experiments.grid.registry import get_cell
+from experiments.run import mirror
 from reproduce import dashboard
 from reproduce.wandb_source import result_from_record
 from tests.helpers import paper_like_results
@@ -122,10 +123,10 @@ def test_saved_workspace_views_hold_the_report_panels_and_the_logged_keys(tables
         assert run_set["grouping"] == [{"section": "run", "name": "group"}]
         for kind, found in _wire_keys(workspace).items():
             keys[kind] |= found
-    # exactly the keys the report plots, and only keys experiments/tracking.py logs
+    # exactly the keys the report plots, and only keys experiments/schema.py names
     assert keys == spec.plotted_keys()
-    assert keys["history"] <= set(tracking.HISTORY_KEYS)
-    assert keys["summary"] <= set(tracking.SUMMARY_KEYS)
+    assert keys["history"] <= set(schema.HISTORY_KEYS)
+    assert keys["summary"] <= set(schema.SUMMARY_KEYS)
     if tables:
         assert [v.name for v in views] == [
             "Adafactor repro: table2 scale:tiny warmup",
@@ -172,7 +173,7 @@ def test_cli_without_a_key_says_so_and_writes_spec_and_preview(tmp_path: Path) -
     assert views, "the saved-view spec is empty"
     spec = json.loads(out.read_text())
     assert spec["entity"] == "team" and len(spec["sections"]) == 5
-    assert spec["config_keys"] == list(tracking.CONFIG_KEYS)
+    assert spec["config_keys"] == list(schema.CONFIG_KEYS)
     preview = out.with_suffix(".preview.md").read_text()
     assert "| table2/A/warmup/seed0 | 40 |" in preview  # A's update_rms curve, 40 points
     paper_a = get_cell(CELL).paper_bleu  # the synthetic results carry the paper's BLEU
@@ -182,10 +183,12 @@ def test_cli_without_a_key_says_so_and_writes_spec_and_preview(tmp_path: Path) -
 @pytest.fixture(scope="module")
 def tiny_cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A real tiny table2 cell trained with offline W&B (what the dashboard plots)."""
-    from experiments.runner import run_cell
+    from experiments.grid.registry import get_cell
+    from experiments.run.cell import run_cell
+    from experiments.scales import plan_cell
 
     results = tmp_path_factory.mktemp("dash-results")
-    result = run_cell(CELL, scale="tiny", results_dir=results, overrides=TINY, use_wandb=True,
+    result = run_cell(plan_cell(get_cell(CELL), "tiny", TINY), results_dir=results, use_wandb=True,
                       accelerator="cpu", cache_dir=tmp_path_factory.mktemp("dash-cache"))
     return results, result
 
@@ -193,13 +196,13 @@ def tiny_cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 @pytest.mark.slow
 def test_every_plotted_key_is_in_a_real_cells_wandb_log(tiny_cell: tuple[Path, dict]) -> None:
     results, _ = tiny_cell
-    run = tracking.offline_wandb_run(results / CELL)
+    run = mirror.offline_wandb_run(results / CELL)
     spec = dashboard.dashboard_spec("team", "proj", ["table2"], scale="tiny")
     keys = spec.plotted_keys()
     assert keys["history"] <= run["history_keys"], keys["history"] - run["history_keys"]
     assert keys["summary"] <= set(run["summary"]), keys["summary"] - set(run["summary"])
-    for key in tracking.CONFIG_KEYS:
-        tracking.nested_get(run["config"], key)  # KeyError if the runner stops logging it
+    for key in schema.CONFIG_KEYS:
+        mirror.nested_get(run["config"], key)  # KeyError if the runner stops logging it
     # the run carries every tag a section filters on for its row and column
     wanted = {t for s in spec.sections for t in s.tags
               if not t.startswith("row:") or t == "row:A"} - {"no-warmup"}
@@ -211,12 +214,12 @@ def test_every_plotted_key_is_in_a_real_cells_wandb_log(tiny_cell: tuple[Path, d
 def test_offline_summary_reads_back_as_the_result(tiny_cell: tuple[Path, dict]) -> None:
     """What `wandb sync` uploads from the offline run is what `--from wandb` turns into results."""
     results, result = tiny_cell
-    run = tracking.offline_wandb_run(results / CELL)
+    run = mirror.offline_wandb_run(results / CELL)
     record = {"name": run["run"]["name"], "id": run["run"]["id"], "state": "finished",
               "summary": run["summary"], "config": run["config"]}
     back = result_from_record(record)
     assert back is not None
-    for key, value in tracking.summary_keys(result).items():
+    for key, value in mirror.summary_keys(result).items():
         assert back[key] == value, key
     # the recipe is rebuilt from the run config's preset; the evaluated count is not in it
     recipe = {k: v for k, v in result["bleu_recipe"].items() if k != "sentences"}

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import PNG_MAGIC, write_result
 
-from experiments.calibration import resolve_cell_preset
-from experiments.tables import get_cell, table_cells
-from experiments.tracking import atomic_write_json
+from experiments.grid.registry import get_cell, table_cells
+from experiments.scales import plan_cell, resolve_cell_preset
+from experiments.store.files import atomic_write_json
 from reproduce.errors import UsageError
 from reproduce.render import render_tables
 from reproduce.render.figure1_data import trailing_mean
@@ -42,10 +42,12 @@ def test_reuse_check_compares_with_the_cells_own_preset(tmp_path: Path) -> None:
     write_result(tmp_path, cell_id, 1.0, steps=3000)
     atomic_write_json(tmp_path / cell_id / "config.json",
                       {"cell": cell.as_dict(), "scale": preset.as_dict()})
-    done, pending = check_existing_results(tmp_path, [cell], "tiny", {}, act=False, log=print)
+    done, pending = check_existing_results(tmp_path, [plan_cell(cell, "tiny")], "tiny", act=False,
+                                           log=print)
     assert (done, pending) == ([cell_id], [])  # its own 3000 steps are what it asks for
     with pytest.raises(UsageError, match="steps"):
-        check_existing_results(tmp_path, [cell], "tiny", {"steps": 12}, act=False, log=print)
+        check_existing_results(tmp_path, [plan_cell(cell, "tiny", {"steps": 12})], "tiny",
+                               act=False, log=print)
 
 
 def test_trailing_mean_covers_the_last_window_steps() -> None:

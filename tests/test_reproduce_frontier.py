@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from helpers import PNG_MAGIC, RECIPE, SIGNATURE
 
-from experiments.frontier import FRONTIER_OPTIMIZERS, lr_column
-from experiments.memory_report import BASE_STATE_FILE, load_base_state, measure_base_state
-from experiments.tracking import atomic_write_json, load_results
+from experiments.grid.frontier import FRONTIER, FRONTIER_OPTIMIZERS, lr_column
+from experiments.measure.optimizer_state import measure_base_state
+from experiments.schema import BASE_STATE_FILE
+from experiments.store.files import atomic_write_json, load_results
+from experiments.store.prepared import load_base_state
 from reproduce.cli import main
 from reproduce.errors import UsageError
 from reproduce.render import render_tables
@@ -34,7 +36,7 @@ RECIPE_TEXT = "embedded valid split (200 sentences), greedy decoding"
 def result(row: str, peak: float, *, seed: int = 0, bleu: float | None = 20.0,
            valid_loss: float | None = 3.0, state: int | None = 1000, status: str = "ok",
            table: str = "frontier", scale: str = "tiny") -> dict:
-    """One cell's result dict, in experiments.runner's format."""
+    """One cell's result dict, in experiments.run.record's format."""
     column = f"lr{peak:g}"
     cell_id = f"{table}/{row}/{column}/seed{seed}"
     diverged = status == "diverged"
@@ -247,13 +249,13 @@ def test_a_malformed_result_column_is_a_usage_error_naming_the_cell() -> None:
 
 
 def test_base_state_bytes_appear_in_md_and_csv(tmp_path: Path) -> None:
-    assert load_base_state(tmp_path) is None
+    assert load_base_state(tmp_path, FRONTIER) is None
     base = {"lion": {"state_bytes": 2_000_000, "parameters": 1_000_000},
             "adam": {"state_bytes": 8_000_000, "parameters": 1_000_000}}
     atomic_write_json(tmp_path / "frontier" / BASE_STATE_FILE, base)
-    assert load_base_state(tmp_path) == base
+    assert load_base_state(tmp_path, FRONTIER) == base
     data = build_frontier([result("lion", 3e-4, state=4096), result("tiger", 3e-4)],
-                          load_base_state(tmp_path))
+                          load_base_state(tmp_path, FRONTIER))
     got = csv_rows(data)
     assert got["lion"]["state_bytes_base"] == "2000000"
     assert got["lion"]["parameters_base"] == "1000000"
@@ -321,7 +323,7 @@ def test_plot_frontier_without_points_returns_none(tmp_path: Path) -> None:
 
 def test_measure_base_state_only_measures_what_the_file_lacks(tmp_path: Path,
                                                               monkeypatch) -> None:
-    import experiments.memory_report as memory_report
+    import experiments.measure.optimizer_state as memory_report
 
     path = tmp_path / "frontier" / BASE_STATE_FILE
     atomic_write_json(path, {"lion": {"state_bytes": 8, "parameters": 2}})
@@ -341,7 +343,7 @@ def test_measure_base_state_only_measures_what_the_file_lacks(tmp_path: Path,
 
 @pytest.mark.slow
 def test_measure_base_state_real_then_cached(tmp_path: Path, monkeypatch) -> None:
-    import experiments.memory_report as memory_report
+    import experiments.measure.optimizer_state as memory_report
 
     path = measure_base_state(tmp_path, ["lion"], log=lambda *a, **k: None)
     assert path == tmp_path / "frontier" / BASE_STATE_FILE
@@ -357,7 +359,7 @@ def test_measure_base_state_real_then_cached(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setattr(memory_report, "measure_frontier", must_not_run)
     assert measure_base_state(tmp_path, ["lion"], log=lambda *a, **k: None) == path
     assert path.read_bytes() == before
-    assert load_base_state(tmp_path) == state
+    assert load_base_state(tmp_path, FRONTIER) == state
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from data.corpora import load_corpus
-from experiments.prepare import default_cache_dir
+from experiments.measure.corpus import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

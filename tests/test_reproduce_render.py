@@ -19,10 +19,10 @@ from helpers import (
 )
 from helpers import curve as helpers_curve
 
-from experiments.tables import table_cells
-from experiments.unigram import load_unigram_levels
-from reproduce.collapse import collapsed_cells
+from experiments.grid.registry import table_cells
+from experiments.store.prepared import load_unigram_levels
 from reproduce.render import Inputs, render_tables
+from reproduce.render.collapse_bleu import collapsed_cells
 from reproduce.render.table_data import TableData, build_table
 from reproduce.render.table_text import csv_text, latex, markdown
 
@@ -115,7 +115,7 @@ def test_table3_columns_are_optimizers(tmp_path: Path) -> None:
 
 
 def test_a_slow_learner_is_not_a_collapse_whatever_its_bleu(tmp_path: Path) -> None:
-    """The issue's point: a run still learning at the end is slow, not collapsed, even when
+    """A run still learning at the end is slow, not collapsed, even when
     its BLEU is far below the column's best (the secondary rule still says so, labelled)."""
     paper_like_results(tmp_path)
     write_result(tmp_path, "table2/B/no-warmup/seed0", 2.0, metrics=helpers_curve(5.0))
@@ -169,7 +169,7 @@ def test_render_tables_without_results_is_an_error(tmp_path: Path) -> None:
 
 
 def _load(results_dir: Path) -> list[dict]:
-    from experiments.tracking import load_results
+    from experiments.store.files import load_results
 
     return load_results(results_dir)
 

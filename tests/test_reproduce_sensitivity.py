@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from helpers import PNG_MAGIC, write_result
 
-from experiments.calibration import resolve_cell_preset
-from experiments.scales import scale_preset
-from experiments.sensitivity import MULTIPLIERS, PROVIDER
-from experiments.tables import get_cell, table_cells
-from experiments.tracking import atomic_write_json
-from experiments.unigram import load_unigram_levels, measure_unigram_levels, unigram_path
+from experiments.grid.registry import get_cell, table_cells
+from experiments.grid.sensitivity import MULTIPLIERS, PROVIDER
+from experiments.measure.unigram import measure_unigram_levels
+from experiments.scales import resolve_cell_preset, scale_preset
+from experiments.store.files import atomic_write_json
+from experiments.store.prepared import load_unigram_levels, unigram_path
 from reproduce.render import render_tables
 
 REPO = Path(__file__).resolve().parents[1]

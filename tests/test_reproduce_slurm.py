@@ -99,8 +99,10 @@ def test_array_with_a_preempted_task_completes_and_renders(tmp_path: Path) -> No
     rows = {r["warmup"]: r for r in table if r["row"] == "A"}
     assert set(rows) == {"yes", "no"}
     for row in rows.values():
-        assert row["status"] in ("ok", "diverged") and row["bleu"] != ""
-        assert row["scale"] == "tiny" and (row["steps"] == "200" or row["status"] == "diverged")
+        # row A trains without a non-finite loss at tiny scale, with warmup or without (the
+        # committed table2.csv: both "ok" at 400 steps), so each runs its 200 steps
+        assert row["status"] == "ok" and row["bleu"] != ""
+        assert row["scale"] == "tiny" and row["steps"] == "200"
     assert "collapse agrees with the paper in" in (tables / "table2.md").read_text()
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tracking import load_results, read_json, read_metrics
-from experiments.unigram import load_unigram_levels, measure_unigram_levels
+from experiments.measure.unigram import measure_unigram_levels
+from experiments.store.files import load_results, read_json, read_metrics
+from experiments.store.prepared import load_unigram_levels
 from reproduce.cli import main
 from reproduce.wandb_source import metrics_from_history, result_from_record, write_results
 

@@ -58,9 +58,8 @@ from lightning.pytorch.callbacks import Callback
 
 from adafactor import Adafactor
 from data.datamodule import TranslationData
-from experiments.cell_files import atomic_write, atomic_write_json
-from experiments.cli_values import parse_key_value
-from experiments.scales import SHARED_DATA
+from experiments.scales import SHARED_DATA, parse_key_value
+from experiments.store.files import atomic_write, atomic_write_json
 from models.bleu import corpus_bleu
 from models.lightning_module import TranslationModule
 from models.presets import model_config

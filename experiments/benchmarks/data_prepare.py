@@ -405,7 +405,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     # imported here: a --child run with --baseline-src must not need this checkout's modules
     from experiments.scales import SHARED_DATA
-    from experiments.tracking import atomic_write_json
+    from experiments.store.files import atomic_write_json
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

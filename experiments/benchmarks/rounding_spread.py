@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experiments.tracking import read_json, read_metrics
+from experiments.store.files import read_json, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 IMPLEMENTATIONS = ("fused_cpu", "reference")

@@ -65,9 +65,8 @@ from lightning.pytorch.callbacks import Callback
 from adafactor import Adafactor
 from data.datamodule import TranslationData
 from experiments.benchmarks.cpu_multi30k import CPU_OVERRIDES
-from experiments.cell_files import atomic_write_json
-from experiments.cli_values import parse_key_value
-from experiments.scales import SHARED_DATA
+from experiments.scales import SHARED_DATA, parse_key_value
+from experiments.store.files import atomic_write_json
 from models.config import ModelConfig
 from models.lightning_module import TranslationModule
 from models.loss import label_smoothed_cross_entropy

@@ -1,7 +1,7 @@
 """Everything that writes paper_tables/: ``render_tables`` is the one entry point.
 
-Each table's provider (experiments.tables) names its ``kind``; ``RENDERERS`` maps a kind to the
-function that writes that kind of table (md/csv/tex and plots for a grid table beside the
+Each table's provider (experiments.grid.registry) names its ``kind``; ``RENDERERS`` maps a kind
+to the function that writes that kind of table (md/csv/tex and plots for a grid table beside the
 paper's numbers, md/csv/png for an optimizer frontier). A new table of an existing kind needs
 nothing here; a new kind is one module plus one entry in ``RENDERERS``.
 """
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import METRICS_FILE, atomic_write, cell_dir, load_results, read_metrics
-from experiments.cells import TableProvider
-from experiments.memory_report import load_base_state
-from experiments.tables import provider as table_provider
-from experiments.unigram import load_unigram_levels
+from experiments.grid.cells import TableProvider
+from experiments.grid.registry import provider as table_provider
+from experiments.schema import METRICS_FILE
+from experiments.store.files import atomic_write, cell_dir, load_results, read_metrics
+from experiments.store.prepared import load_base_state, load_unigram_levels
 from reproduce.errors import UsageError
 from reproduce.render.figure1_data import build_figure1, figure1_csv, figure1_markdown
 from reproduce.render.figure1_plot import plot_figure1
@@ -72,7 +72,7 @@ def render_grid(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rende
 
 def render_sweep(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:
     """<table>.{md,csv,png}: each optimizer's best point, state bytes against BLEU."""
-    data = build_frontier(inputs.results, load_base_state(inputs.results_dir))
+    data = build_frontier(inputs.results, load_base_state(inputs.results_dir, provider.name))
     if data.n_results == 0:
         return None
     out_dir = Path(out_dir)

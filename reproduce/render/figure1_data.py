@@ -12,15 +12,14 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.cell_files import MetricsLoader
-from experiments.figure1 import (
+from experiments.grid.figure1 import (
     FIGURE1,
     FIGURE1_ROWS,
     PAPER_FIGURE1_BANDS,
     PAPER_FIGURE1_POINTS,
     SMOOTHING_WINDOW,
 )
-from experiments.tracking import series
+from experiments.store.files import MetricsLoader, series
 from models.config import UPDATE_RMS_MATRIX
 
 SERIES = (("matrix", "update_rms_matrix"), ("mean", "update_rms_matrices"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.figure1 import PAPER_FIGURE1_BANDS, PAPER_FIGURE1_POINTS, SMOOTHING_WINDOW
+from experiments.grid.figure1 import PAPER_FIGURE1_BANDS, PAPER_FIGURE1_POINTS, SMOOTHING_WINDOW
 from reproduce.render.figure1_data import ROW_TITLES, SERIES_TITLES, Figure1Data
 from reproduce.render.png import plt, save_png
 

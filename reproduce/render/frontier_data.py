@@ -4,7 +4,7 @@ An optimizer's point is the peak step size with the lowest final validation loss
 that did not diverge (several seeds of one peak are averaged first). A point is on the Pareto
 frontier when no other optimizer has at most its state bytes and at least its BLEU, one of them
 strictly. State bytes are measured: ``optimizer_state_bytes`` of the trained optimizer, and of
-the same optimizer after one CPU step on Transformer base (experiments.memory_report).
+the same optimizer after one CPU step on Transformer base (experiments.measure.optimizer_state).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, parse_lr_column
+from experiments.grid.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, parse_lr_column
+from experiments.schema import STATUS, VALID_LOSS, Status
 from reproduce.errors import UsageError
 from reproduce.render.provenance import provenance
 
@@ -28,8 +29,8 @@ class SweepPoint:
 
     @property
     def ok_runs(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r.get("status") == "ok"
-                and _finite(r.get("valid_loss")) and r.get("bleu") is not None]
+        return [r for r in self.runs if r.get(STATUS) == Status.OK
+                and _finite(r.get(VALID_LOSS)) and r.get("bleu") is not None]
 
     @property
     def diverged(self) -> bool:
@@ -41,7 +42,7 @@ class SweepPoint:
 
     @property
     def valid_loss(self) -> float | None:
-        return self._mean("valid_loss")
+        return self._mean(VALID_LOSS)
 
     @property
     def bleu(self) -> float | None:

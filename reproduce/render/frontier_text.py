@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 
+from experiments.schema import VALID_LOSS, Status
 from reproduce.render.frontier_data import FrontierData, FrontierRow, SweepPoint
 from reproduce.render.provenance import arithmetic_line, joined
 
 CSV_COLUMNS = (
-    "optimizer", "label", "best_peak", "bleu", "bleu_min", "bleu_max", "valid_loss",
+    "optimizer", "label", "best_peak", "bleu", "bleu_min", "bleu_max", VALID_LOSS,
     "state_bytes", "state_bytes_base",
     "parameters_base", "state_per_parameter_base", "pareto", "best_at_sweep_edge", "seeds",
     "sweep", "state", "source", "scale", "steps", "bleu_recipe", "bleu_signature",
@@ -30,7 +31,7 @@ def _bytes(n: int | None) -> str:
 def _bleu_text(point: SweepPoint | None) -> str:
     """``15.1``, or ``15.1 (3 seeds: 14.2-16.0)`` when several seeds finished."""
     if point is None:
-        return "diverged"
+        return Status.DIVERGED.value
     low, high = point.bleu_range
     n = len(point.ok_runs)
     return f"{point.bleu:.1f}" + (f" ({n} seeds: {low:.1f}-{high:.1f})" if n > 1 else "")
@@ -57,7 +58,7 @@ def _recipe_lines(data: FrontierData) -> list[str]:
         arithmetic_line(p),
         "Each optimizer's point is its best peak step size by final validation loss (on the same "
         "split as the BLEU; with several seeds, by their mean); every run uses the paper's warmup "
-        "schedule shape scaled to that peak (experiments/frontier.py).",
+        "schedule shape scaled to that peak (experiments/grid/frontier.py).",
     ]
 
 
@@ -67,8 +68,8 @@ def frontier_markdown(data: FrontierData) -> str:
         "",
         *_recipe_lines(data),
         "State bytes: optimizer state measured after training (this scale) and after one CPU "
-        "step on Transformer base (60.9M parameters, `python -m experiments.memory_report "
-        "--frontier`).",
+        "step on Transformer base (60.9M parameters, "
+        "`python -m experiments.measure.optimizer_state --frontier`).",
         "",
         "| Optimizer | BLEU | valid loss | best peak | state bytes | state bytes, base | "
         "floats/param, base | Pareto | state per parameter |",
@@ -111,10 +112,10 @@ def frontier_csv(data: FrontierData) -> str:
             "optimizer": row.name,
             "label": row.info.label,
             "best_peak": "" if best is None else f"{best.peak:g}",
-            "bleu": "diverged" if best is None else f"{best.bleu:.2f}",
+            "bleu": Status.DIVERGED.value if best is None else f"{best.bleu:.2f}",
             "bleu_min": "" if best is None else f"{best.bleu_range[0]:.2f}",
             "bleu_max": "" if best is None else f"{best.bleu_range[1]:.2f}",
-            "valid_loss": "" if best is None else f"{best.valid_loss:.6f}",
+            VALID_LOSS: "" if best is None else f"{best.valid_loss:.6f}",
             "state_bytes": row.state_bytes if row.state_bytes is not None else "",
             "state_bytes_base": base.get("state_bytes", ""),
             "parameters_base": base.get("parameters", ""),

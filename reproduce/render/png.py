@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from experiments.cell_files import atomic_write
+from experiments.store.files import atomic_write
 
 __all__ = ["plt", "save_png"]
 

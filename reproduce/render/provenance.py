@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from reproduce.collapse import DIVERGED
+from reproduce.render.collapse_bleu import DIVERGED
 
 MIXED = " (MIXED: results come from different settings)"
 
 
 def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
-    """Distinct scale / corpus / recipe / signature / steps / arithmetic (experiments.numerics)
+    """Distinct scale / corpus / recipe / signature / steps / arithmetic (experiments.identity)
     values over the results (several = mixed)."""
     seen: dict[str, dict[str, None]] = {
         k: {} for k in ("scale", "corpus", "recipe", "signature", "tokenized_signature", "steps",
@@ -40,12 +40,12 @@ def provenance(results: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def recorded_numerics(result: dict[str, Any]) -> str:
-    """The arithmetic a result ran on (experiments.numerics), or "" when it was not recorded."""
+    """The arithmetic a result ran on (experiments.identity), or "" when it was not recorded."""
     return str(((result.get("identity") or {}).get("recorded") or {}).get("numerics") or "")
 
 
 def arithmetic_line(p: dict[str, list[str]]) -> str:
-    """Which arithmetic the results ran on (experiments.numerics), as a sentence."""
+    """Which arithmetic the results ran on (experiments.identity), as a sentence."""
     return (f"Arithmetic (torch; CPU instruction set; CPU): "
             f"{joined(p.get('numerics') or [], 'not recorded')}; other CPUs give other digits "
             "(docs/calibration.md section 6).")

@@ -16,12 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.cell_files import MetricsLoader
-from experiments.collapse_rule import Verdict, loss_curve, run_verdict
 from experiments.grid import TABLE2, WARMUP_COLUMNS
-from experiments.sensitivity import MULTIPLIERS, SENSITIVITY, SENSITIVITY_ROWS, multiplier_column
-from experiments.tracking import series
-from reproduce.collapse import collapsed_cells
+from experiments.grid.sensitivity import (
+    MULTIPLIERS,
+    SENSITIVITY,
+    SENSITIVITY_ROWS,
+    multiplier_column,
+)
+from experiments.schema import VALID_LOSS
+from experiments.store.files import MetricsLoader, series
+from reproduce.render.collapse_bleu import collapsed_cells
+from reproduce.render.collapse_curve import Verdict, loss_curve, run_verdict
 
 
 @dataclass
@@ -156,7 +161,7 @@ def _run(cell_id: str, result: dict[str, Any], records: list[dict[str, Any]],
     if verdict is not None and level is not None:
         used[level] = used.get(level, 0) + 1
     _, stopped = loss_curve(records, result)
-    final = None if stopped or result.get("valid_loss") is None else float(result["valid_loss"])
+    final = None if stopped or result.get(VALID_LOSS) is None else float(result[VALID_LOSS])
     if final is not None and not math.isfinite(final):
         final = None
     return Run(cell_id, final, _initial_loss(records), verdict)

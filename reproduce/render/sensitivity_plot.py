@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments.sensitivity import MULTIPLIERS
+from experiments.grid.sensitivity import MULTIPLIERS
 from reproduce.render.png import plt, save_png
 from reproduce.render.sensitivity_data import SensitivityData
 from reproduce.render.sensitivity_text import COLUMN_TITLES

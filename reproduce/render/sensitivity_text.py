@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import io
 
-from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
-from experiments.sensitivity import CALIBRATION_CELL, MULTIPLIERS
-from experiments.step_size_rule import PAPER_D_MODEL
+from experiments.grid.sensitivity import CALIBRATION_CELL, MULTIPLIERS
+from experiments.scales import PAPER_D_MODEL
+from reproduce.render.collapse_curve import (
+    COLLAPSED,
+    DIVERGED,
+    GIVE_BACK_FRACTION,
+    SLOW,
+    SLOW_FRACTION,
+    TRAINED,
+    UNIGRAM_FRACTION,
+)
 from reproduce.render.sensitivity_data import GridCell, SensitivityData
 
 COLUMN_TITLES = {"warmup": "with warmup", "no-warmup": "no warmup"}
 NO_UNIGRAM = ("not measured (run `python -m reproduce render sensitivity --unigram-level`); "
               "verdicts unknown")
-SHORT = {"diverged": "div", "collapsed": "col", "slow": "slow", "trained": "ok", "?": "?"}
+SHORT = {DIVERGED: "div", COLLAPSED: "col", SLOW: "slow", TRAINED: "ok", "?": "?"}
 
 
 def _num(value: float | None, digits: int = 3) -> str:

@@ -1,11 +1,11 @@
 """A grid table's cells matched with our results and marked collapsed or not.
 
-Our collapse is the curve rule (experiments.collapse_rule, docs/calibration.md section 2): read
-from the cell's validation-loss curve against the unigram level of its corpus. "BLEU below a
-quarter of the column's best" (reproduce.collapse) is kept beside it as a secondary mark, and it
-is the only mark the paper's numbers get (they are BLEU alone). Rows, columns, caption and
-compared rows come from the table's provider (experiments.tables); a cell whose table has a
-``source`` (Table 1) also takes the result of its source cell.
+Our collapse is the curve rule (reproduce.render.collapse_curve, docs/calibration.md section
+2): read from the cell's validation-loss curve against the unigram level of its corpus. "BLEU
+below a quarter of the column's best" (reproduce.render.collapse_bleu) is kept beside it as a
+secondary mark, and it is the only mark the paper's numbers get (they are BLEU alone). Rows,
+columns, caption and compared rows come from the table's provider (experiments.grid.registry);
+a cell whose table has a ``source`` (Table 1) also takes the result of its source cell.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.cell_files import MetricsLoader
-from experiments.cells import Cell, TableProvider
-from experiments.collapse_rule import Verdict, run_verdict
-from experiments.tables import provider as table_provider
-from experiments.tables import source_cell
-from reproduce.collapse import DIVERGED, collapsed_cells
+from experiments.grid.cells import Cell, TableProvider
+from experiments.grid.registry import provider as table_provider
+from experiments.grid.registry import source_cell
+from experiments.store.files import MetricsLoader
+from reproduce.render.collapse_bleu import DIVERGED, collapsed_cells
+from reproduce.render.collapse_curve import Verdict, run_verdict
 from reproduce.render.provenance import provenance
 
 

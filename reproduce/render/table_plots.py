@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments.cell_files import MetricsLoader
-from experiments.tracking import series
+from experiments.schema import STATUS, VALID_LOSS, Status
+from experiments.store.files import MetricsLoader, series
 from reproduce.render.png import plt, save_png
 from reproduce.render.table_data import TableCell, TableData
 
@@ -23,7 +23,7 @@ def plot_valid_loss(data: TableData, load_metrics: MetricsLoader, path: Path) ->
             tc = data.cell(row, column)
             if tc.result is None:
                 continue
-            steps, values = series(load_metrics(tc.result["cell_id"]), "valid_loss")
+            steps, values = series(load_metrics(tc.result["cell_id"]), VALID_LOSS)
             if steps:
                 curves.setdefault(row, {})[column] = (steps, values)
     if not curves:
@@ -63,7 +63,7 @@ def _no_curve_note(data: TableData, tc: TableCell) -> str:
     title = data.provider.column_title(tc.cell.column)
     if tc.result is None:
         return f"{title}: not run"
-    if tc.result.get("status") == "diverged":
+    if tc.result.get(STATUS) == Status.DIVERGED:
         step = tc.result.get("diverged_step")
         return f"{title}: diverged" + (f" at step {step}" if step is not None else "")
     return f"{title}: no validation loss logged"

@@ -13,9 +13,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import atomic_write
-from experiments.collapse_rule import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
-from reproduce.collapse import DIVERGED
+from experiments.schema import VALID_LOSS
+from experiments.store.files import atomic_write
+from reproduce.render.collapse_bleu import DIVERGED
+from reproduce.render.collapse_curve import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.render.provenance import arithmetic_line, joined, recorded_numerics
 from reproduce.render.table_data import TableCell, TableData
 
@@ -39,7 +40,7 @@ CSV_COLUMNS = (
     "collapse_agrees",
     "status",
     "tokenized_bleu",
-    "valid_loss",
+    VALID_LOSS,
     "steps",
     "scale",
     "numerics",
@@ -161,7 +162,7 @@ def csv_text(data: TableData) -> str:
                     "collapse_agrees": _yes_no(tc.agrees),
                     "status": r.get("status", "not run"),
                     "tokenized_bleu": _round(r.get("tokenized_bleu")),
-                    "valid_loss": _round(r.get("valid_loss"), 4),
+                    VALID_LOSS: _round(r.get(VALID_LOSS), 4),
                     "steps": r.get("steps", ""),
                     "scale": r.get("scale", ""),
                     "numerics": recorded_numerics(r),

@@ -1,7 +1,11 @@
-"""The paper's tables as data: every cell of Tables 1-3 with a stable id and the paper's BLEU.
+"""Every table's cells, and the paper's Tables 1-3 as data (here) with a stable id per cell.
+
+The package: ``cells`` (a cell, a table provider, the registry type), this module (Tables 1-3),
+``figure1``, ``sensitivity`` and ``frontier`` (the other tables, each one provider), and
+``registry`` (the project's one registry, which the CLI, the selection and rendering read).
 
 A cell id is ``<table>/<row>/<column>/seed<k>``, e.g. ``table2/H/no-warmup/seed0``; each table is
-a provider (experiments.cells) registered in experiments.tables:
+a provider (experiments.grid.cells) registered in experiments.grid.registry:
 
 - Tables 1 and 2: the column is ``warmup`` or ``no-warmup`` (s_t = min(1e-6 t, 1/sqrt t) or
   min(1e-2, 1/sqrt t)); rows A..P are Adafactor/Adam variants, Q1..Q6 SGD with lr = k s_t.
@@ -25,7 +29,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from experiments.cells import Cell, TableProvider, check_column, grid_columns
+from experiments.grid.cells import Cell, TableProvider, check_column, grid_columns
+from experiments.schema import Status
 
 WARMUP_COLUMNS = ("warmup", "no-warmup")
 TABLE3_ROWS = ("clever", "naive1", "naive2")
@@ -123,10 +128,10 @@ _TABLE2_BLEU: dict[str, tuple[float | str, float | str]] = {
     "P": (24.9, 25.3),
     "Q1": (0.6, 0.8),
     "Q2": (8.2, 9.1),
-    "Q3": (22.9, "diverged"),
-    "Q4": (24.0, "diverged"),
-    "Q5": (24.3, "diverged"),
-    "Q6": ("diverged", "diverged"),
+    "Q3": (22.9, Status.DIVERGED),
+    "Q4": (24.0, Status.DIVERGED),
+    "Q5": (24.3, Status.DIVERGED),
+    "Q6": (Status.DIVERGED, Status.DIVERGED),
 }
 TABLE1_ROWS = ("A", "G")
 

@@ -1,10 +1,9 @@
-"""The W&B mirror of a cell's files, and curves read from its metrics.
+"""The W&B mirror of a cell's files, and an offline W&B run read back.
 
-The files themselves (names, atomic writes, readers) are experiments.cell_files; the names below
-are re-exported from there for older imports. The project's files are the source of truth; W&B
-(offline unless WANDB_API_KEY is set) is a mirror with the same keys (an offline W&B run cannot be
-resumed into, so the files must be). An online W&B that cannot be reached within
-``WANDB_INIT_TIMEOUT_S`` does not stop a cell: it goes on with W&B offline and says so once.
+The project's files are the source of truth; W&B (offline unless WANDB_API_KEY is set) is a
+mirror with the same keys (experiments.schema; an offline W&B run cannot be resumed into, so the
+files must be). An online W&B that cannot be reached within ``WANDB_INIT_TIMEOUT_S`` does not
+stop a cell: it goes on with W&B offline and says so once.
 """
 
 from __future__ import annotations
@@ -16,62 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.cell_files import (  # noqa: F401  (re-exported: defined once, in cell_files)
-    CONFIG_FILE,
-    METRICS_FILE,
-    RESULT_FILE,
-    MetricsWriter,
-    atomic_write,
-    atomic_write_json,
-    cell_dir,
-    jsonable,
-    load_results,
-    read_json,
-    read_metrics,
-)
+from experiments.store.files import cell_dir, jsonable
 
 WANDB_PROJECT = "adafactor-repro"
 WANDB_INIT_TIMEOUT_S = 20.0
-
-# --- the keys dashboards and `--from wandb` read: one place (reproduce/dashboard.py plots these;
-# tests/test_reproduce_dashboard.py trains a real cell and fails if one is not in its W&B log) ---
-# History (metrics.jsonl rows = W&B history, logged by experiments.runner.CellMonitor):
-TRAIN_LOSS = "train_loss"
-VALID_LOSS = "valid_loss"
-UPDATE_RMS = "update_rms"  # mean over tensors of RMS(U_t) (Adafactor.step_stats), Figure 1
-# Figure 1's series (models.lightning_module): the mean over weight matrices, and one named matrix
-UPDATE_RMS_MATRICES = "update_rms_matrices"
-UPDATE_RMS_MATRIX = "update_rms_matrix"
-HISTORY_KEYS = (TRAIN_LOSS, VALID_LOSS, UPDATE_RMS, UPDATE_RMS_MATRICES, UPDATE_RMS_MATRIX)
-# Summary (result.json's scalars = wandb.summary, written by experiments.runner.run_cell):
-BLEU = "bleu"
-PAPER_BLEU = "paper_bleu"
-STATE_BYTES = "optimizer_state_bytes"
-STATUS = "status"
-CELL_ID = "cell_id"
-SUMMARY_KEYS = (BLEU, PAPER_BLEU, STATE_BYTES, VALID_LOSS, STATUS, CELL_ID)
-# Run config (experiments.runner.build_config, nested dicts as W&B stores them):
-CONFIG_TABLE = "cell.table"
-CONFIG_ROW = "cell.row"
-CONFIG_COLUMN = "cell.column"
-CONFIG_SCALE = "scale.name"
-CONFIG_KEYS = (CONFIG_TABLE, CONFIG_ROW, CONFIG_COLUMN, CONFIG_SCALE)
-
-
-def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of the records that carry ``key`` (and a ``step``), in step order."""
-    points = sorted(
-        (float(r["step"]), float(r[key]))
-        for r in records
-        if r.get(key) is not None and r.get("step") is not None
-    )
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-def last_value(records: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
-    """(step, value) of the last record that carries ``key``, or None."""
-    steps, values = series(records, key)
-    return (steps[-1], values[-1]) if steps else None
 
 
 # --- W&B ------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Optimizer-state memory of Adafactor vs Adam (and the frontier's other optimizers), measured.
 
-``python -m experiments.memory_report [--scales tiny base] [--rows B O ...] [--json]`` builds each
-preset's Transformer (vocabulary size from the scale preset: tiny 1,000, base 32,768), builds the
-row's optimizer exactly as a grid cell does, takes one real optimizer step on CPU (a forward and
-backward pass over a small random batch) and reports ``adafactor.optimizer_state_bytes``: the bytes
-of every tensor in the optimizer's state after that step. ``--frontier`` does the same for every
-optimizer of the frontier grid (experiments.frontier), with the frontier's model settings.
-``measure_base_state`` keeps the frontier's Transformer-base numbers in
-``<results_dir>/frontier/base_state_bytes.json`` for paper_tables/frontier.md.
+``python -m experiments.measure.optimizer_state [--scales tiny base] [--rows B O ...] [--json]``
+builds each preset's Transformer (vocabulary size from the scale preset: tiny 1,000, base 32,768),
+builds the row's optimizer exactly as a grid cell does, takes one real optimizer step on CPU (a
+forward and backward pass over a small random batch) and reports
+``adafactor.optimizer_state_bytes``: the bytes of every tensor in the optimizer's state after that
+step. ``--frontier`` does the same for every optimizer of the frontier grid
+(experiments.grid.frontier), with the frontier's model settings. ``measure_base_state`` keeps the
+frontier's Transformer-base numbers in ``<results_dir>/frontier/base_state_bytes.json`` for
+paper_tables/frontier.md.
 """
 
 from __future__ import annotations
@@ -23,18 +24,18 @@ from typing import Any
 import torch
 
 from adafactor import optimizer_state_bytes
-from experiments.cell_files import atomic_write_json
-from experiments.cells import Cell
-from experiments.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, frontier_cell
 from experiments.grid import TABLE2
+from experiments.grid.cells import Cell
+from experiments.grid.frontier import FRONTIER, FRONTIER_OPTIMIZERS, FRONTIER_ROWS, frontier_cell
 from experiments.optimizers import build_optimizer
 from experiments.scales import scale_preset
+from experiments.store.files import atomic_write_json
+from experiments.store.prepared import base_state_path, load_base_state
 from models.loss import label_smoothed_cross_entropy
 from models.presets import model_config
 from models.transformer import Transformer
 
 DEFAULT_ROWS = ("B", "A", "C", "J", "O", "P")
-BASE_STATE_FILE = "base_state_bytes.json"
 
 
 def measure(scale: str, row: str, *, batch: int = 2, length: int = 8) -> dict[str, Any]:
@@ -79,16 +80,6 @@ def measure_cell(scale: str, cell: Cell, *, batch: int = 2, length: int = 8) -> 
     }
 
 
-def base_state_path(results_dir: Path) -> Path:
-    return Path(results_dir) / FRONTIER / BASE_STATE_FILE
-
-
-def load_base_state(results_dir: Path) -> dict[str, dict[str, Any]] | None:
-    """The frontier optimizers' state on Transformer base, as measured so far (None: never)."""
-    path = base_state_path(results_dir)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def measure_base_state(results_dir: Path, names: Sequence[str] | None = None,
                        log: Callable[[str], Any] | None = None) -> Path:
     """Measure (one CPU step on Transformer base) the frontier optimizers of ``names`` (default
@@ -100,8 +91,8 @@ def measure_base_state(results_dir: Path, names: Sequence[str] | None = None,
         raise ValueError(f"unknown frontier optimizer(s) {', '.join(map(repr, unknown))}; "
                          f"valid: {', '.join(FRONTIER_ROWS)}")
     log = log or partial(print, flush=True)
-    path = base_state_path(results_dir)
-    state = load_base_state(results_dir) or {}
+    path = base_state_path(results_dir, FRONTIER)
+    state = load_base_state(results_dir, FRONTIER) or {}
     for name in names:
         if name in state:
             continue
@@ -124,7 +115,7 @@ def _format(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.memory_report",
+    parser = argparse.ArgumentParser(prog="python -m experiments.measure.optimizer_state",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--scales", nargs="+", default=["tiny", "base"])
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))

@@ -2,8 +2,8 @@
 
 A cell id is ``<table>/<row>/<column>/seed<k>``, e.g. ``table2/H/no-warmup/seed0``. Each table is
 a ``TableProvider``: its rows, the columns of each row, and how to build one cell. The CLI, the
-cell selection and the rendering ask a ``Registry`` (experiments.tables holds the project's one)
-and never test a table's name; a new table is a new provider, nothing else changes.
+cell selection and the rendering ask a ``Registry`` (experiments.grid.registry holds the
+project's one) and never test a table's name; a new table is a new provider, nothing else changes.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Cell:
     steps_factor: float = 1.0
     max_tokens_factor: float = 1.0
     # Scale-preset fields this cell sets itself (Figure 1: the paper's schedule, 3000 steps);
-    # a --set override of the same field wins (experiments.calibration.resolve_cell_preset).
+    # a --set override of the same field wins (experiments.scales.resolve_cell_preset).
     preset_overrides: dict[str, Any] = field(default_factory=dict)
     # A step-size multiplier m under the calibration rule (docs/calibration.md section 1): the
     # preset's time_rescale, lr_scale and relative_lr_scale are replaced by the rule's values.

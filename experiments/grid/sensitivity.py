@@ -3,7 +3,7 @@ with and without warmup, at each step-size multiplier m of one log grid.
 
 A cell id is ``sensitivity/<row>/<warmup|no-warmup>-m<m>/seed<k>``, e.g.
 ``sensitivity/B/warmup-m3.16/seed0``. Each cell is its Table 2 cell run under the calibration
-rule (docs/calibration.md section 1, experiments.calibration) with multiplier m: the warmup or
+rule (docs/calibration.md section 1, experiments.scales) with multiplier m: the warmup or
 plateau ends at half the run, alpha_t = m sqrt(512 / d_model) 0.1 s_t, rho_t = m s_t. A run
 whose loss blows up past ``BLOWUP_FACTOR`` x its first loss stops there (status "diverged"), so
 the unstable end of the grid costs little. Row B with warmup alone picks the preset's m.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.cells import Cell, TableProvider
 from experiments.grid import TABLE2, WARMUP_COLUMNS
+from experiments.grid.cells import Cell, TableProvider
 
 SENSITIVITY = "sensitivity"
 MULTIPLIERS = (0.316, 1.0, 3.16, 10.0, 31.6)  # one log grid (half-decades) for every row

@@ -2,7 +2,7 @@
 
 A run is ``diverged`` (a non-finite loss), ``collapsed`` (it gave back more than half its progress
 from the running minimum and stayed there, or it ended at >= 0.9 x the unigram level of the
-target side, experiments.unigram), ``slow`` (still falling by more than 1% over the last
+target side, experiments.measure.unigram), ``slow`` (still falling by more than 1% over the last
 interval) or ``trained``. Diverged and collapsed count as collapse; slow does not. The rule was
 written down before any run was scored, and reads nothing but the curve and the unigram level.
 """
@@ -13,11 +13,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DIVERGED = "diverged"
+from experiments.schema import DIVERGED_FLAG, STATUS, VALID_LOSS, Status
+
+DIVERGED = Status.DIVERGED.value  # the verdict on a run with a non-finite loss
 COLLAPSED = "collapsed"
 SLOW = "slow"
 TRAINED = "trained"
-VERDICTS = (DIVERGED, COLLAPSED, SLOW, TRAINED)
 PLATEAU = "plateau"  # collapsed: never left the unigram plateau
 GAVE_BACK = "gave back"  # collapsed: gave back more than half its progress
 
@@ -85,13 +86,13 @@ def _divergence(values: Sequence[float], stopped_nonfinite: bool) -> Verdict | N
 
 
 def loss_curve(records: Sequence[dict], result: dict | None = None,
-               key: str = "valid_loss") -> tuple[list[float], bool]:
+               key: str = VALID_LOSS) -> tuple[list[float], bool]:
     """(the validation-loss curve of one run in step order, stopped on a non-finite loss?) from
     its metrics.jsonl records (the final evaluation row last) and its result.json."""
     points = []
-    stopped = bool(result and result.get("status") == DIVERGED)
+    stopped = bool(result and result.get(STATUS) == Status.DIVERGED)
     for r in records:
-        if r.get("diverged"):
+        if r.get(DIVERGED_FLAG):
             stopped = True
         value = r.get(key)
         if value is None or r.get("step") is None:
@@ -117,5 +118,5 @@ def run_verdict(records: Sequence[dict], result: dict, unigram_level: float | No
 
 
 def _as_float(value: object) -> float:
-    """A loss as written by experiments.tracking (non-finite floats are strings "nan", "inf")."""
+    """A loss as written by experiments.store.files (non-finite floats are strings "nan", "inf")."""
     return float(value)  # float("nan") / float("inf") parse the strings too

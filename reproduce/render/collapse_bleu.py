@@ -1,12 +1,14 @@
-"""The issue's collapse rule: a cell collapsed when its BLEU is below a quarter of the best BLEU
+"""The secondary collapse rule: a cell collapsed when its BLEU is below a quarter of the best BLEU
 in its column (diverged counts as 0). Applied to our numbers and to the paper's separately."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from experiments.schema import Status
+
 COLLAPSE_FRACTION = 0.25
-DIVERGED = "diverged"
+DIVERGED = Status.DIVERGED  # a BLEU entry of a run that diverged: counts as 0
 
 
 def bleu_value(bleu: float | str | None) -> float | None:

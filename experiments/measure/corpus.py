@@ -15,8 +15,7 @@ from typing import Any
 
 from data.binarized import Binarized, binarize
 from experiments.scales import ScalePreset, scale_preset
-
-CACHE_SUBDIR = Path(".cache") / "vocab"
+from experiments.schema import CACHE_SUBDIR
 
 
 def default_cache_dir(results_dir: Path) -> Path:

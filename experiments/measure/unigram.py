@@ -4,20 +4,21 @@ It predicts every target token (the sentence's pieces, then EOS) with the freque
 training targets (add-half smoothed over the vocabulary), scored with the model's own loss
 (models.loss: label-smoothed, the soft target's entropy subtracted) on the evaluation sentences
 the runner scores. A run whose final validation loss is still near this level never left the
-early plateau (experiments.collapse_rule).
+early plateau (reproduce.render.collapse_curve).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments.scales import ScalePreset
-from experiments.tracking import CONFIG_FILE, atomic_write_json, read_json
+from experiments.schema import CACHE_SUBDIR, CONFIG_FILE
+from experiments.store.files import atomic_write_json, read_json
+from experiments.store.prepared import unigram_path
 
 ADD = 0.5  # additive smoothing of the unigram counts
 
@@ -79,14 +80,9 @@ def preset_unigram_level(preset: Any, cache_dir: Path) -> dict[str, Any]:
             "label_smoothing": smoothing}
 
 
-UNIGRAM_FILE = "unigram.json"
 # The preset fields the unigram level depends on (the corpus, its vocabulary, the scored split).
 LEVEL_FIELDS = ("corpus", "corpus_path", "vocab_size", "eval_split", "eval_max_sentences",
                 "model", "model_overrides")
-
-
-def unigram_path(results_dir: Path, table: str) -> Path:
-    return Path(results_dir) / table / UNIGRAM_FILE
 
 
 def measure_unigram_levels(results_dir: Path, table: str, rows: Sequence[str] | None = None,
@@ -117,19 +113,10 @@ def measure_unigram_levels(results_dir: Path, table: str, rows: Sequence[str] | 
                 f"(vocabulary {group['settings']['vocab_size']})")
             preset = ScalePreset(**{k: v for k, v in group["scale"].items() if k in fields})
             old = {"settings": group["settings"],
-                   **preset_unigram_level(preset, results_dir / ".cache" / "vocab")}
+                   **preset_unigram_level(preset, results_dir / CACHE_SUBDIR)}
         levels.append({**old, "cells": sorted(set(old.get("cells", [])) | set(group["cells"]))})
     kept = [lv for lv in known if repr(sorted(lv["settings"].items())) not in groups]
     if not kept and not levels:  # no cell has run: nothing to measure, no folder to create
         return path
     atomic_write_json(path, {"levels": kept + levels})
     return path
-
-
-def load_unigram_levels(results_dir: Path, table: str) -> dict[str, float]:
-    """cell id -> the unigram level it is compared with ({} when never measured)."""
-    path = unigram_path(results_dir, table)
-    if not path.is_file():
-        return {}
-    levels = json.loads(path.read_text(encoding="utf-8"))["levels"]
-    return {cell: float(lv["unigram_loss"]) for lv in levels for cell in lv["cells"]}

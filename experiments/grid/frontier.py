@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from experiments.baselines.registry import BASELINES
-from experiments.cells import Cell, TableProvider
 from experiments.grid import table2_row_optimizer
+from experiments.grid.cells import Cell, TableProvider
 
 FRONTIER = "frontier"
 MODEL_OVERRIDES = {"kernel_layout": "out_in"}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from experiments.cells import Cell, TableProvider, check_column, grid_columns
 from experiments.grid import TABLE2
+from experiments.grid.cells import Cell, TableProvider, check_column, grid_columns
 
 FIGURE1 = "figure1"
 FIGURE1_ROWS = ("A", "G")

@@ -1,7 +1,7 @@
 """Every table this project runs, in one registry: the CLI, selection and rendering read it.
 
 A new table (a sensitivity study, Figure 1, a frontier at another scale) is a module that builds
-an ``experiments.cells.TableProvider``, plus one entry in ``REGISTRY`` below; nothing else in
+an ``experiments.grid.cells.TableProvider``, plus one entry in ``REGISTRY`` below; nothing else in
 experiments/ or reproduce/ needs to change.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from experiments import figure1, frontier, grid, memory_report, sensitivity, unigram
-from experiments.cells import Cell, Prepare, Registry, TableProvider
+from experiments import grid
+from experiments.grid import figure1, frontier, sensitivity
+from experiments.grid.cells import Cell, Prepare, Registry, TableProvider
+from experiments.measure import optimizer_state, unigram
 
 
 def _measure_unigram_levels(table: TableProvider) -> Prepare:
@@ -29,7 +31,7 @@ UNIGRAM_PREPARE = dict(
 REGISTRY = Registry([
     *(replace(p, prepare=_measure_unigram_levels(p), **UNIGRAM_PREPARE) for p in grid.PROVIDERS),
     replace(
-        frontier.PROVIDER, prepare=memory_report.measure_base_state, prepare_flag="base-state",
+        frontier.PROVIDER, prepare=optimizer_state.measure_base_state, prepare_flag="base-state",
         prepare_help="measure each optimizer's state on Transformer base (one CPU step each, "
         "about 5 s) where <results-dir>/frontier/base_state_bytes.json lacks it",
     ),

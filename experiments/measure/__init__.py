@@ -1,0 +1,3 @@
+"""Measurements made outside a cell's training, each leaving a file: the binarized corpus a
+results folder's cells map (corpus), the unigram level a grid table's curves are read against
+(unigram), and each optimizer's state bytes on a scale's model (optimizer_state)."""
