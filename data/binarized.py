@@ -259,6 +259,8 @@ def check_cache(folder: Path) -> dict[str, Any]:
             raise CacheDamaged(path, f"no {key!r} ({kind.__name__}): written by an older "
                                      "version or damaged")
     model = folder.parent / manifest["vocab_file"]
+    if not model.is_file():
+        raise CacheDamaged(model, "missing (the vocabulary the cache was built with)")
     try:
         vocab = SharedVocab(model)
         fingerprint = vocab.fingerprint()
@@ -271,10 +273,10 @@ def check_cache(folder: Path) -> dict[str, Any]:
                                   f"{manifest['vocab_fingerprint'][:12]})")
     arrays = {}
     for name, length in manifest["arrays"].items():
+        if not (folder / name).is_file():
+            raise CacheDamaged(folder / name, "missing")
         try:
             arrays[name] = NpyFile(folder / name)
-        except FileNotFoundError as err:
-            raise CacheDamaged(folder / name, "missing") from err
         except (NpyFileError, OSError) as err:
             raise CacheDamaged(folder / name, str(err).removeprefix(f"{folder / name}: ")) from err
         if len(arrays[name]) != length:
