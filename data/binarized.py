@@ -38,19 +38,23 @@ from typing import Any
 
 import numpy as np
 import sentencepiece as spm
-from filelock import FileLock
 
 from data.corpora import CorpusError, ParallelCorpus, load_corpus
 from data.fingerprint import corpus_stat_key
 from data.npy_file import NpyFile, NpyFileError
-from data.vocab import SharedVocab, build_vocab
+from data.owned_lock import LockTimeout, OwnedLock
+from data.staging import OWNER_FILE, make_staging, remove_dead_staging
+from data.vocab import SharedVocab, VocabError, build_vocab
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _ENCODE_CHUNK = 100_000
-_LOCK_TIMEOUT_S = 6 * 3600.0  # a WMT-sized build takes minutes; a stale lock is released by the OS
+_LOCK_TIMEOUT_S = 6 * 3600.0  # a WMT-sized build takes minutes; a dead owner's lock is taken over
+# The manifest fields every reader relies on, and their types.
+_MANIFEST_FIELDS = {"format": int, "corpus_name": str, "vocab_file": str, "vocab_size": int,
+                    "vocab_fingerprint": str, "splits": dict, "arrays": dict}
 
 
 # ----------------------------------------------------------------------------- cache key
@@ -187,15 +191,108 @@ class Binarized:
         return MappedSplit(self.folder, name)
 
     def keep(self, max_len: int) -> np.ndarray:
-        """The length-filtered training index for `max_len` (built under the lock if missing)."""
+        """The length-filtered training index for `max_len`; built, or rebuilt when damaged,
+        under the lock."""
         path = self.folder / f"train.keep-{max_len}.npy"
-        if not path.is_file():
-            with FileLock(str(self.folder) + ".lock", timeout=_LOCK_TIMEOUT_S):
-                if not path.is_file():
+        problem = _keep_problem(path, self.manifest["splits"].get("train", 0))
+        if problem:
+            with _cache_lock(self.folder):
+                problem = _keep_problem(path, self.manifest["splits"].get("train", 0))
+                if problem:
+                    if path.exists():
+                        log.warning("%s; rebuilding it", problem)
+                    for leftover in self.folder.glob(".*.tmp"):  # a killed writer's
+                        leftover.unlink(missing_ok=True)
                     train = self.split("train")
                     _save(path, keep_index(train.src.offsets.read_all(),
                                            train.tgt.offsets.read_all(), max_len))
-        return np.load(path)
+        return NpyFile(path).read_all()
+
+
+def _keep_problem(path: Path, train_pairs: int) -> str | None:
+    """What is wrong with a length-filtered index file (None: it is sound)."""
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        keep = NpyFile(path).read_all()
+    except (NpyFileError, OSError) as err:
+        return str(err)
+    if keep.dtype.kind not in "iu":
+        return f"{path}: holds {keep.dtype}, not indices"
+    if len(keep) and (keep[0] < 0 or keep[-1] >= train_pairs or (np.diff(keep) <= 0).any()):
+        return f"{path}: not an increasing index of the {train_pairs} training pairs"
+    return None
+
+
+class CacheDamaged(CorpusError):
+    """A file of a binarized cache folder that is missing or unsound; `path` names it."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
+def _cache_lock(folder: Path) -> OwnedLock:
+    return OwnedLock(str(folder) + ".lock", f"the data cache {folder}", timeout_s=_LOCK_TIMEOUT_S)
+
+
+def check_cache(folder: Path) -> dict[str, Any]:
+    """The manifest of a complete, sound cache folder; CacheDamaged naming the first bad file.
+
+    Checked on every open, cheaply (no token read): the manifest's fields, the vocabulary (it
+    loads, and encodes what it encoded when the cache was built: same fingerprint), every array's
+    header, length and complete size, and that each split's offsets span its ids.
+    """
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise CacheDamaged(path, "missing (the build did not finish)") from err
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CacheDamaged(path, f"not valid JSON ({err})") from err
+    if not isinstance(manifest, dict):
+        raise CacheDamaged(path, "not a JSON object")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CacheDamaged(path, f"format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
+    for key, kind in _MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise CacheDamaged(path, f"no {key!r} ({kind.__name__}): written by an older "
+                                     "version or damaged")
+    model = folder.parent / manifest["vocab_file"]
+    if not model.is_file():
+        raise CacheDamaged(model, "missing (the vocabulary the cache was built with)")
+    try:
+        vocab = SharedVocab(model)
+        fingerprint = vocab.fingerprint()
+    except (VocabError, FileNotFoundError) as err:
+        raise CacheDamaged(model, str(err).removeprefix(f"{model}: ")) from err
+    if fingerprint != manifest["vocab_fingerprint"] or vocab.size != manifest["vocab_size"]:
+        raise CacheDamaged(model, f"encodes another vocabulary ({vocab.size} pieces, "
+                                  f"fingerprint {fingerprint[:12]}) than the cache was built "
+                                  f"with ({manifest['vocab_size']}, "
+                                  f"{manifest['vocab_fingerprint'][:12]})")
+    arrays = {}
+    for name, length in manifest["arrays"].items():
+        if not (folder / name).is_file():
+            raise CacheDamaged(folder / name, "missing")
+        try:
+            arrays[name] = NpyFile(folder / name)
+        except (NpyFileError, OSError) as err:
+            raise CacheDamaged(folder / name, str(err).removeprefix(f"{folder / name}: ")) from err
+        if len(arrays[name]) != length:
+            raise CacheDamaged(folder / name, f"{len(arrays[name])} elements, the manifest "
+                                              f"says {length}")
+    for split, count in manifest["splits"].items():
+        for data, offsets in ((f"{split}.src.ids", f"{split}.src.off"),
+                              (f"{split}.tgt.ids", f"{split}.tgt.off"),
+                              (f"{split}.ref", f"{split}.ref.off")):
+            off, ids = arrays.get(offsets + ".npy"), arrays.get(data + ".npy")
+            if off is None or ids is None:
+                raise CacheDamaged(path, f"lists no {offsets}.npy or {data}.npy")
+            if len(off) != count + 1 or off[0] != 0 or off[-1] != len(ids):
+                raise CacheDamaged(folder / f"{offsets}.npy",
+                                   f"does not span the {count} sentences of {data}.npy")
+    return manifest
 
 
 # ----------------------------------------------------------------------------- building
@@ -231,6 +328,8 @@ def _build(folder: Path, corpus: ParallelCorpus, vocab: SharedVocab, max_lens: l
         tgt = np.load(folder / "train.tgt.off.npy")
         for max_len in max_lens:
             _save(folder / f"train.keep-{max_len}.npy", keep_index(src, tgt, max_len))
+    arrays = {p.name: len(NpyFile(p)) for p in sorted(folder.glob("*.npy"))
+              if not p.name.startswith("train.keep-")}  # keep files are checked by keep()
     return {
         "format": FORMAT_VERSION,
         "corpus_name": corpus.name,
@@ -238,7 +337,9 @@ def _build(folder: Path, corpus: ParallelCorpus, vocab: SharedVocab, max_lens: l
         "vocab_options": options,
         "vocab_file": vocab.model_path.name,
         "vocab_size": vocab.size,
+        "vocab_fingerprint": vocab.fingerprint(),
         "splits": counts,
+        "arrays": arrays,
         "expected": dict(corpus.expected),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -256,22 +357,25 @@ def binarize(corpus_name: str, corpus_path: str | Path | None, *, vocab_size: in
     fingerprint = corpus_stat_key(corpus_name, corpus_path)
     options = vocab_options(vocab_size, model_type)
     folder = cache_dir / f"bin-{cache_key(fingerprint, options)}"
-    built = False
-    if not (folder / MANIFEST).is_file():
-        with FileLock(str(folder) + ".lock", timeout=_LOCK_TIMEOUT_S):
-            if not (folder / MANIFEST).is_file():
-                _build_locked(folder, corpus_name, corpus_path, vocab_size, model_type,
-                              list(max_lens), fingerprint, options)
-                built = True
+    remove_dead_staging(cache_dir, ".bin-*")  # builds killed before they finished
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except json.JSONDecodeError as err:
-        raise CorpusError(f"{folder / MANIFEST}: not valid JSON ({err}); delete {folder} "
-                          "to rebuild it") from err
-    if manifest.get("format") != FORMAT_VERSION:
-        raise CorpusError(f"{folder / MANIFEST}: format {manifest.get('format')!r}, expected "
-                          f"{FORMAT_VERSION}; delete {folder} to rebuild it")
-    return Binarized(folder, manifest, built_here=built)
+        return Binarized(folder, check_cache(folder))
+    except CacheDamaged as err:
+        if (folder / MANIFEST).exists():
+            log.warning("%s; rebuilding the cache %s", err, folder)
+    try:
+        with _cache_lock(folder):
+            try:
+                return Binarized(folder, check_cache(folder))  # another process built it
+            except CacheDamaged as err:
+                damaged = err.path
+            if damaged.suffix == ".model":  # the vocabulary itself: train it again
+                damaged.unlink(missing_ok=True)
+            _build_locked(folder, corpus_name, corpus_path, vocab_size, model_type,
+                          list(max_lens), fingerprint, options)
+            return Binarized(folder, check_cache(folder), built_here=True)
+    except LockTimeout as err:
+        raise CorpusError(str(err)) from err
 
 
 def _build_locked(folder: Path, corpus_name: str, corpus_path: str | Path | None,
@@ -283,11 +387,12 @@ def _build_locked(folder: Path, corpus_name: str, corpus_path: str | Path | None
     train = corpus.split("train")
     vocab = build_vocab([*train.source, *train.target], vocab_size, folder.parent,
                         model_type=model_type)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    staging = make_staging(folder.parent, f".{folder.name}-")
     try:
         manifest = _build(staging, corpus, vocab, max_lens, fingerprint, options)
         manifest["build_seconds"] = round(time.time() - started, 3)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (staging / OWNER_FILE).unlink()
         if folder.exists():  # an incomplete folder (no manifest) from a killed build
             shutil.rmtree(folder)
         os.replace(staging, folder)

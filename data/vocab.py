@@ -9,15 +9,16 @@ version; a second call with the same inputs loads that file instead of training.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
+
+from data.staging import make_staging, remove_dead_staging
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,13 @@ TRAINING_THREADS = 2
 INPUT_SENTENCE_SIZE = 2_000_000
 _RANDOM_SEED = 1234
 _MAX_THREADS = 16
+# Each trainer's temp folder (data.staging): a kill -9 leaves it, the next builder removes it.
+TRAINING_PREFIX = ".spm-train-"
 FULL_COVERAGE_MAX_CHARS = 300
+
+
+class VocabError(ValueError):
+    """A SentencePiece model file that cannot be used; the message names it."""
 
 
 class SharedVocab:
@@ -46,10 +53,14 @@ class SharedVocab:
         self._load()
 
     def _load(self) -> None:
-        self._sp = spm.SentencePieceProcessor(model_file=str(self.model_path))
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=str(self.model_path))
+        except (RuntimeError, OSError) as err:
+            raise VocabError(f"{self.model_path}: not a readable SentencePiece model ({err}); "
+                             "delete it to train it again") from err
         ids = (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id())
         if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-            raise ValueError(
+            raise VocabError(
                 f"{self.model_path}: special ids (pad, unk, bos, eos) = {ids}, "
                 f"expected {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}"
             )
@@ -86,8 +97,37 @@ class SharedVocab:
     def pieces(self, text: str) -> list[str]:
         return self._sp.encode(text, out_type=str)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what the vocabulary encodes (`vocab_fingerprint`)."""
+        return vocab_fingerprint(self.model_path)
+
     def __repr__(self) -> str:
         return f"SharedVocab(size={self.size}, model_path='{self.model_path}')"
+
+
+def vocab_fingerprint(model_path: str | Path) -> str:
+    """SHA-256 of what a SentencePiece model encodes: its pieces (text, score, type), the model
+    type and the normalisation rules, not the file's bytes, which also hold the training options
+    (among them the temporary path it was trained in), so the same vocabulary built again has
+    the same fingerprint."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = sentencepiece_model_pb2.ModelProto()
+    try:
+        model.ParseFromString(Path(model_path).read_bytes())
+    except Exception as err:  # protobuf's DecodeError has no stable import path
+        raise VocabError(f"{model_path}: not a readable SentencePiece model ({err}); "
+                         "delete it to train it again") from err
+    digest = hashlib.sha256()
+    digest.update(json.dumps({
+        "model_type": model.trainer_spec.model_type,
+        "byte_fallback": model.trainer_spec.byte_fallback,
+        "normalizer": model.normalizer_spec.SerializeToString(deterministic=True).hex(),
+        "denormalizer": model.denormalizer_spec.SerializeToString(deterministic=True).hex(),
+    }, sort_keys=True).encode())
+    for piece in model.pieces:
+        digest.update(json.dumps([piece.piece, piece.score, piece.type]).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _thread_count() -> int:
@@ -102,23 +142,23 @@ def _thread_count() -> int:
     )
 
 
-def _training_prefix() -> str:
-    """``.spm-train-<host>-<pid>-``: a kill -9 leaves the folder, the next builder removes it."""
-    return f".spm-train-{socket.gethostname()}-{os.getpid()}-"
+def _drop_training_paths(model_file: Path) -> None:
+    """Replace the temp folder's paths that SentencePiece writes into the model's training
+    options by fixed names, so the same text and options give the same model file, byte for
+    byte, wherever and whenever it is trained."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(model_file.read_bytes())
+    del model.trainer_spec.input[:]
+    model.trainer_spec.input.append("train.txt")
+    model.trainer_spec.model_prefix = "spm"
+    model_file.write_bytes(model.SerializeToString(deterministic=True))
 
 
 def remove_stale_training_dirs(cache_dir: Path) -> list[Path]:
-    """Remove the temp training folders of builders on this host that no longer run."""
-    removed = []
-    host = socket.gethostname()
-    for path in Path(cache_dir).glob(".spm-train-*"):
-        owner_host, _, rest = path.name[len(".spm-train-"):].rpartition("-")[0].rpartition("-")
-        pid_text = rest
-        if owner_host != host or not pid_text.isdigit() or Path(f"/proc/{pid_text}").exists():
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+    """Remove the temp training folders whose builder no longer runs (data.staging)."""
+    return remove_dead_staging(cache_dir, f"{TRAINING_PREFIX}*")
 
 
 def build_vocab(
@@ -164,11 +204,17 @@ def build_vocab(
     digest.update(options.encode())
     model_path = cache_dir / f"spm-{digest.hexdigest()}.model"
     if model_path.is_file():
-        log.info("reusing cached SentencePiece model %s", model_path)
-        return SharedVocab(model_path)
+        try:
+            vocab = SharedVocab(model_path)
+        except VocabError as err:
+            log.warning("%s: training it again", err)
+        else:
+            log.info("reusing cached SentencePiece model %s", model_path)
+            return vocab
 
     remove_stale_training_dirs(cache_dir)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=_training_prefix()) as tmp:
+    tmp = make_staging(cache_dir, TRAINING_PREFIX)
+    try:
         corpus_file = Path(tmp) / "train.txt"
         with corpus_file.open("w", encoding="utf-8") as f:
             for line in lines:
@@ -193,9 +239,11 @@ def build_vocab(
         )
         # Atomic publish: concurrent builders (e.g. several cells starting at once) each train in
         # their own temp dir; os.replace makes whichever finishes last win with identical content.
-        staged = Path(tmp) / model_path.name
-        shutil.move(str(prefix) + ".model", staged)
+        staged = Path(str(prefix) + ".model")
+        _drop_training_paths(staged)
         os.replace(staged, model_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     vocab = SharedVocab(model_path)
     if vocab.size < vocab_size:
         log.warning(

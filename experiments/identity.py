@@ -8,8 +8,8 @@ finished cell is reused and before a partial one is resumed (`check_cell_folder`
   and the cell's resolved steps and token budget;
 - ``fingerprints``: the corpus (`data.fingerprint.corpus_content_fingerprint`: each file's size
   and SHA-256, a hash of the embedded generator's source, which holds its seed and sizes, or a
-  hub copy's `datasets` fingerprints and cached files), the vocabulary (SHA-256 of the
-  SentencePiece model) and the package version.
+  hub copy's `datasets` fingerprints and cached files), the vocabulary (SHA-256 of its pieces,
+  scores and normalisation: `data.vocab.vocab_fingerprint`) and the package version.
 
 Recorded, not compared: the git commit, whether the tree was dirty, and the arithmetic it ran on
 (`numerics_signature`: torch version, CPU instruction set and model). The same code and seed give
@@ -31,7 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from data.fingerprint import corpus_content_fingerprint, file_sha256
+from data.fingerprint import corpus_content_fingerprint
+from data.vocab import vocab_fingerprint
 from experiments.grid.cells import Cell
 from experiments.scales import ScalePreset
 from experiments.schema import CONFIG_FILE, RESULT_FILE, resolved_max_tokens, resolved_steps
@@ -116,7 +117,7 @@ def data_fingerprints(preset: ScalePreset, vocab_model: Path | None) -> dict[str
     """The fingerprints shared by every cell of a preset (vocab None: not built yet)."""
     return {
         "corpus": corpus_content_fingerprint(preset.corpus, preset.corpus_path),
-        "vocab_sha256": None if vocab_model is None else file_sha256(vocab_model),
+        "vocab_sha256": None if vocab_model is None else vocab_fingerprint(vocab_model),
         "package": package_version(),
     }
 

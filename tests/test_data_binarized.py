@@ -168,10 +168,13 @@ def test_changed_corpus_gets_a_new_cache_and_a_torn_build_is_redone(
     assert again.split("valid").references[200] == "Noch eine Zeile."
 
 
-def test_missing_split_and_corrupt_manifest_are_named(corpus_dir: Path, tmp_path: Path) -> None:
+def test_missing_split_is_named_and_a_corrupt_manifest_is_named_and_rebuilt(
+        corpus_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     built = binarize("local", corpus_dir, vocab_size=300, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="no split 'test2017'"):
         built.split("test2017")
     (built.folder / MANIFEST).write_text("{")
-    with pytest.raises(ValueError, match=f"{MANIFEST}: not valid JSON"):
-        binarize("local", corpus_dir, vocab_size=300, cache_dir=tmp_path)
+    again = binarize("local", corpus_dir, vocab_size=300, cache_dir=tmp_path)
+    assert again.built_here and again.manifest["splits"] == built.manifest["splits"]
+    assert f"{built.folder / MANIFEST}: not valid JSON" in caplog.text
+    assert "rebuilding the cache" in caplog.text

@@ -65,8 +65,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 def test_training_folders_of_killed_builders_are_removed(tmp_path: Path) -> None:
     """A builder killed with -9 mid-training leaves its .spm-train-* folder; the next removes it."""
+    import json
     import signal
-    import socket
     import subprocess
     import sys
     import time
@@ -76,14 +76,71 @@ def test_training_folders_of_killed_builders_are_removed(tmp_path: Path) -> None
             "sys.argv[1])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".spm-train-*")) and time.monotonic() < deadline:
+    while not list(tmp_path.glob(".spm-train-*/train.txt")) and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     left = list(tmp_path.glob(".spm-train-*"))
-    assert left and f"-{socket.gethostname()}-{proc.pid}-" in left[0].name
+    assert left and json.loads((left[0] / ".owner.json").read_text())["pid"] == proc.pid
     build_vocab([f"word{i % 50} other{i % 30}" for i in range(300)], 40, tmp_path)
     assert not list(tmp_path.glob(".spm-train-*"))
+
+
+def test_a_training_folder_whose_pid_was_reused_is_removed(tmp_path: Path) -> None:
+    """The pid of a dead trainer may run another process now: its start time tells them apart."""
+    import json
+    import os
+
+    from data.ownership import owner_record
+
+    reused = tmp_path / ".spm-train-abc"
+    reused.mkdir()
+    (reused / "train.txt").write_text("x\n")
+    record = {**owner_record(), "start_time": owner_record()["start_time"] - 1}
+    (reused / ".owner.json").write_text(json.dumps(record))
+    live = tmp_path / ".spm-train-live"
+    live.mkdir()
+    (live / ".owner.json").write_text(json.dumps({**owner_record(), "pid": os.getppid(),
+                                                   "start_time": None}))
+    build_vocab([f"word{i % 50} other{i % 30}" for i in range(300)], 40, tmp_path)
+    assert not reused.exists() and live.exists()
+
+
+def test_the_same_vocabulary_trained_again_has_the_same_file_and_fingerprint(
+        tmp_path: Path) -> None:
+    """The model file no longer holds the temp folder it was trained in: a rebuild is the same
+    file, and the fingerprint (pieces, scores) is the same even for a file that holds a path."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from data.vocab import vocab_fingerprint
+
+    lines = [f"word{i % 50} other{i % 30}" for i in range(300)]
+    first = build_vocab(lines, 40, tmp_path / "a")
+    second = build_vocab(lines, 40, tmp_path / "b")
+    assert first.model_path.read_bytes() == second.model_path.read_bytes()
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(first.model_path.read_bytes())
+    model.trainer_spec.model_prefix = "/tmp/somewhere/else/spm"
+    moved = tmp_path / "moved.model"
+    moved.write_bytes(model.SerializeToString())
+    assert moved.read_bytes() != first.model_path.read_bytes()
+    assert vocab_fingerprint(moved) == first.fingerprint() == second.fingerprint()
+    model.pieces[7].score += 0.5
+    moved.write_bytes(model.SerializeToString())
+    assert vocab_fingerprint(moved) != first.fingerprint()
+
+
+def test_a_damaged_cached_model_is_named_and_trained_again(tmp_path: Path) -> None:
+    from data.vocab import VocabError
+
+    lines = [f"word{i % 50} other{i % 30}" for i in range(300)]
+    vocab = build_vocab(lines, 40, tmp_path)
+    whole = vocab.model_path.read_bytes()
+    vocab.model_path.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(VocabError, match=f"{vocab.model_path}: not a readable SentencePiece"):
+        SharedVocab(vocab.model_path)
+    again = build_vocab(lines, 40, tmp_path)
+    assert again.model_path.read_bytes() == whole
 
 
 def _pieces(vocab: SharedVocab) -> list[tuple[str, float]]:
