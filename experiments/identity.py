@@ -184,27 +184,7 @@ def identity_differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[
     return diffs
 
 
-def legacy_differences(result: dict[str, Any] | None, config: dict[str, Any] | None,
-                       scale: str, wanted: dict[str, Any]) -> list[str]:
-    """Differences for files written before identities existed: scale name, preset, steps."""
-    diffs = []
-    scale_now = wanted["settings"]["scale"]
-    if result is not None and result.get("scale") not in (None, scale):
-        diffs.append(f"scale: {result.get('scale')!r} there, {scale!r} now")
-    if config is not None and isinstance(config.get("scale"), dict):
-        used = {k: v for k, v in config["scale"].items() if k not in NOT_IDENTITY_FIELDS}
-        for key in sorted(set(used) | set(scale_now)):
-            if used.get(key) != scale_now.get(key):
-                diffs.append(f"{key}: {used.get(key)!r} there, {scale_now.get(key)!r} now")
-    elif result is not None and result.get("status") == "ok" and isinstance(
-            result.get("steps"), int):
-        steps = wanted["settings"]["resolved"]["steps"]
-        if result["steps"] != steps:
-            diffs.append(f"steps: {result['steps']!r} there, {steps!r} now")
-    return diffs
-
-
-def check_cell_folder(out_dir: Path, wanted: dict[str, Any], scale: str, *, fresh: bool = False,
+def check_cell_folder(out_dir: Path, wanted: dict[str, Any], *, fresh: bool = False,
                       act: bool = True, log: Any = print) -> tuple[str, dict[str, Any] | None]:
     """("done", result) for a finished cell of these settings, ("partial", None) for one to
     resume, ("new", None) for one to start; IdentityMismatch / CellFileError otherwise.
@@ -254,8 +234,9 @@ def check_cell_folder(out_dir: Path, wanted: dict[str, Any], scale: str, *, fres
             f"{out_dir} holds partial state (metrics or checkpoints) but no {CONFIG_FILE}: "
             "its settings cannot be checked; pass --fresh to discard it"))
     else:
-        diffs = legacy_differences(result, config if isinstance(config, dict) else None,
-                                   scale, wanted)
+        return refuse_or_discard(CellFileError(
+            f"{out_dir} holds a cell with no identity in its {RESULT_FILE} or {CONFIG_FILE}: "
+            "its settings cannot be checked; pass --fresh to discard it"))
     if diffs:
         return refuse_or_discard(IdentityMismatch(mismatch_message(out_dir, diffs)))
     return ("done", result) if result is not None else ("partial", None)

@@ -135,7 +135,7 @@ def run_tables(args: argparse.Namespace) -> int:
     plans = [plan_cell(cell, args.scale, overrides)
              for cell in select_cells(tables, parse_rows(args.rows), seeds)]
     if args.dry_run:  # settings only: a dry run builds nothing and changes nothing
-        done, pending = check_existing_results(results_dir, plans, args.scale, act=False)
+        done, pending = check_existing_results(results_dir, plans, act=False)
         return _run_selected(args, tables, plans, done, pending, results_dir)
     lock = results_lock(results_dir)
     try:
@@ -151,7 +151,7 @@ def run_tables(args: argparse.Namespace) -> int:
             fingerprints = preflight_cell(plans[0], results_dir) if build else None
         except PreflightError as err:
             raise UsageError(f"{err} (checked before any cell runs)") from None
-        done, pending = check_existing_results(results_dir, plans, args.scale,
+        done, pending = check_existing_results(results_dir, plans,
                                                fingerprints=fingerprints, fresh=args.fresh)
         return _run_selected(args, tables, plans, done, pending, results_dir)
     finally:

@@ -98,7 +98,7 @@ def has_result(results_dir: Path, cell_id: str) -> bool:
     return result_path(results_dir, cell_id).is_file()
 
 
-def check_existing_results(results_dir: Path, plans: Sequence[CellPlan], scale: str, *,
+def check_existing_results(results_dir: Path, plans: Sequence[CellPlan], *,
                            fingerprints: dict[str, Any] | None = None, fresh: bool = False,
                            act: bool = True, log: Callable[[str], None] = print,
                            ) -> tuple[list[str], list[str]]:
@@ -112,7 +112,7 @@ def check_existing_results(results_dir: Path, plans: Sequence[CellPlan], scale: 
     for plan in plans:
         wanted = cell_identity(plan.cell, plan.preset, fingerprints)
         try:
-            state, _ = check_cell_folder(cell_dir(results_dir, plan.cell_id), wanted, scale,
+            state, _ = check_cell_folder(cell_dir(results_dir, plan.cell_id), wanted,
                                          fresh=fresh, act=act, log=log)
         except CellFileError as err:
             raise UsageError(str(err)) from None

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments.grid.registry import table_cells
+from experiments.grid.registry import get_cell, table_cells
+from experiments.identity import cell_identity
+from experiments.scales import resolve_cell_preset
 from experiments.store.files import atomic_write_json
 
 RECIPE = {"split": "valid", "corpus": "embedded", "max_sentences": 200, "sentences": 200,
@@ -17,8 +19,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: str = "tiny",
                  metrics: list[dict] | None = None, steps: int = 400,
-                 valid_loss: float = 4.5) -> dict:
-    """One cell's result.json (and metrics.jsonl) as experiments.run.record writes them."""
+                 valid_loss: float = 4.5, settings: dict | None = None) -> dict:
+    """One cell's result.json (and metrics.jsonl) as experiments.run.record writes them, with
+    the identity of the cell at ``scale`` under ``settings`` (--set values) and ``steps`` (the
+    data fingerprints left out, so only the settings are compared)."""
     table, row, column, seed = cell_id.split("/")
     diverged = bleu == "diverged"
     result = {
@@ -31,6 +35,9 @@ def write_result(results_dir: Path, cell_id: str, bleu: float | str, *, scale: s
         "bleu_recipe": RECIPE, "valid_loss": valid_loss, "train_loss": valid_loss - 0.1,
         "steps": steps,
     }
+    cell = get_cell(cell_id)
+    preset = resolve_cell_preset(cell, scale, {"steps": steps, **(settings or {})})
+    result["identity"] = cell_identity(cell, preset, None)
     atomic_write_json(results_dir / cell_id / "result.json", result)
     if metrics is not None:
         lines = "".join(json.dumps(m) + "\n" for m in metrics)

@@ -1,4 +1,4 @@
-"""experiments.cell_files and experiments.identity on real files and real processes: tolerant
+"""experiments.store and experiments.identity on real files and real processes: tolerant
 and strict metrics readers, damaged files named, checkpoint fallback, the lock (live owner, dead
 owner, reused pid), corpus fingerprints and the identity check of a cell folder."""
 
@@ -130,27 +130,39 @@ def test_identity_is_checked_for_partial_and_finished_cells(tmp_path: Path) -> N
     # a half-finished cell: refused under other settings, resumed under the same
     tiny_lr = re.escape(repr(scale_preset("tiny").lr_scale))  # the preset's, whatever it is now
     with pytest.raises(IdentityMismatch, match=rf"lr_scale: {tiny_lr} there, 1\.0 now.*--fresh"):
-        check_cell_folder(out, _identity(steps=60, lr_scale=1.0), "tiny")
-    assert check_cell_folder(out, _identity(steps=60), "tiny") == ("partial", None)
+        check_cell_folder(out, _identity(steps=60, lr_scale=1.0))
+    assert check_cell_folder(out, _identity(steps=60)) == ("partial", None)
     # a finished cell without config.json: result.json's identity is checked
     atomic_write_json(out / "result.json", {"cell_id": CELL, "identity": _identity(steps=60)})
     (out / "config.json").unlink()
     with pytest.raises(IdentityMismatch, match=r"steps: 60 there, 20 now"):
-        check_cell_folder(out, _identity(steps=20), "tiny")
+        check_cell_folder(out, _identity(steps=20))
     wanted = _identity(steps=60)
     other_data = {**wanted, "fingerprints": {**wanted["fingerprints"], "vocab_sha256": "w"}}
     with pytest.raises(IdentityMismatch, match=r"vocab_sha256: 'v' there, 'w' now"):
-        check_cell_folder(out, other_data, "tiny")
-    assert check_cell_folder(out, wanted, "tiny")[0] == "done"
+        check_cell_folder(out, other_data)
+    assert check_cell_folder(out, wanted)[0] == "done"
     # --fresh discards it; a damaged result.json is set aside and its cell runs again
-    assert check_cell_folder(out, _identity(steps=20), "tiny", fresh=True,
+    assert check_cell_folder(out, _identity(steps=20), fresh=True,
                              log=lambda _: None) == ("new", None)
     assert not (out / "result.json").exists() and not (out / "metrics.jsonl").exists()
     (out / "result.json").write_text('{"cell_id": "tab')
     said: list[str] = []
-    assert check_cell_folder(out, wanted, "tiny", log=said.append) == ("new", None)
+    assert check_cell_folder(out, wanted, log=said.append) == ("new", None)
     assert f"{out / 'result.json'} is damaged" in said[0] and "runs again" in said[0]
     assert (out / "result.json.damaged").is_file()
+
+
+def test_a_finished_cell_with_no_identity_is_refused_not_reused(tmp_path: Path) -> None:
+    """A result.json and config.json that record no identity cannot be checked against the
+    settings, so the cell is refused (or discarded with --fresh), never counted as done."""
+    out = tmp_path / CELL
+    atomic_write_json(out / "config.json", {"scale": {"steps": 60}})
+    atomic_write_json(out / "result.json", {"cell_id": CELL, "status": "ok", "steps": 60})
+    with pytest.raises(CellFileError, match=r"no identity.*pass --fresh"):
+        check_cell_folder(out, _identity(steps=60))
+    assert check_cell_folder(out, _identity(steps=60), fresh=True,
+                             log=lambda _: None) == ("new", None)
 
 
 def test_folder_checks_name_the_folder(tmp_path: Path) -> None:

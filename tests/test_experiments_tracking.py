@@ -61,7 +61,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp_files(tmp_path: Path, monke
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("experiments.tracking.os.replace", broken_replace)
+    monkeypatch.setattr("experiments.store.files.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_json(path, {"a": 2})
     assert read_json(path) == {"a": 1}

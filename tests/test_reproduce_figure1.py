@@ -13,6 +13,7 @@ import pytest
 from helpers import PNG_MAGIC, write_result
 
 from experiments.grid.registry import get_cell, table_cells
+from experiments.identity import cell_identity
 from experiments.scales import plan_cell, resolve_cell_preset
 from experiments.store.files import atomic_write_json
 from reproduce.errors import UsageError
@@ -41,12 +42,12 @@ def test_reuse_check_compares_with_the_cells_own_preset(tmp_path: Path) -> None:
     preset = resolve_cell_preset(cell, "tiny")
     write_result(tmp_path, cell_id, 1.0, steps=3000)
     atomic_write_json(tmp_path / cell_id / "config.json",
-                      {"cell": cell.as_dict(), "scale": preset.as_dict()})
-    done, pending = check_existing_results(tmp_path, [plan_cell(cell, "tiny")], "tiny", act=False,
+                      {"identity": cell_identity(cell, preset, None)})
+    done, pending = check_existing_results(tmp_path, [plan_cell(cell, "tiny")], act=False,
                                            log=print)
     assert (done, pending) == ([cell_id], [])  # its own 3000 steps are what it asks for
     with pytest.raises(UsageError, match="steps"):
-        check_existing_results(tmp_path, [plan_cell(cell, "tiny", {"steps": 12})], "tiny",
+        check_existing_results(tmp_path, [plan_cell(cell, "tiny", {"steps": 12})],
                                act=False, log=print)
 
 

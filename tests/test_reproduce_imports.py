@@ -139,14 +139,14 @@ def test_only_the_entry_point_imports_the_cli() -> None:
 
 
 def test_a_cell_imports_no_bleu_or_corpus_generator_before_its_first_step() -> None:
-    """Importing experiments.runner loads neither sacreBLEU (used at evaluation) nor the embedded
+    """Importing experiments.run.cell loads neither sacreBLEU (used at evaluation) nor the embedded
     corpus's generator (used only when a binarized cache is built): both are imported where used."""
     import os
     import subprocess
     import sys
 
     deferred = ("sacrebleu", "data.embedded")
-    code = ("import sys, experiments.runner; "
+    code = ("import sys, experiments.run.cell; "
             f"print(','.join(m for m in {deferred!r} if m in sys.modules))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,

@@ -89,7 +89,7 @@ def _run_locked(plan: CellPlan, results_dir: Path, *, devices: int | str | None,
         text = " ".join(str(err).split()) or type(err).__name__
         raise CellSetupError(f"{cell.cell_id} cannot be built with these settings: {text}"
                              ) from None
-    state, result = check_cell_folder(out_dir, setup.config["identity"], preset.name,
+    state, result = check_cell_folder(out_dir, setup.config["identity"],
                                       fresh=fresh, act=rank_zero, log=_say)
     if state == "done" and result is not None:
         return result
