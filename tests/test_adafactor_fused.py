@@ -171,8 +171,8 @@ def test_rounding_keys_survive_state_dict(implementation):
     resumed_params = [p.detach().clone().requires_grad_() for p in params]
     resumed = Adafactor(resumed_params, implementation=implementation)  # other key base
     resumed.load_state_dict(saved)
-    # torch casts the state to the parameter dtype on load; the statistics are fp32 (issue 12
-    # item 3 fixes the load), so they are put back exactly here.
+    # torch casts the state to the parameter dtype on load, while the statistics stay fp32, so
+    # they are put back exactly here.
     for p, st in zip(resumed_params, saved["state"].values(), strict=True):
         for name, value in st.items():
             if name != "step" and isinstance(value, torch.Tensor):
