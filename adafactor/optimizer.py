@@ -38,6 +38,9 @@ C++/OpenMP call per group, two passes over each tensor, bitwise the same for any
 every other tensor with the reference math; a CPU tensor the kernel cannot take (a view, a
 channels_last weight, an empty or float64 tensor) takes the reference math alone, with one warning
 that names it. ``"fused_cpu"`` is the same, and also warns for tensors on other devices.
+``"triton"`` steps each tensor with the Triton kernels of `adafactor.triton_step` (CUDA
+tensors, or any tensor under TRITON_INTERPRET=1), the rest with the reference math and one
+warning; ``"auto"`` uses them for CUDA tensors when triton imports.
 ``"reference"`` uses the reference math for every tensor; under torch.compile every path traces
 it. bf16 stochastic rounding draws its noise from a counter hash of (the parameter's
 ``rounding_key`` in the state, the step, the element index): the same bits on every path and
@@ -91,8 +94,9 @@ from .fused_cpu import fused_update, why_not_fused
 from .reference import compute_dtype, reference_update
 from .rounding import new_key_base
 from .schedules import relative_step_size, second_moment_decay, step_scalars_in_graph
+from .triton_step import triton_update, why_not_triton
 
-IMPLEMENTATIONS = ("auto", "fused_cpu", "reference")
+IMPLEMENTATIONS = ("auto", "fused_cpu", "reference", "triton")
 # Parameter dtypes whose values fp32 arithmetic represents (float8 has no arithmetic to write back).
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _STATISTICS = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg")
@@ -367,7 +371,7 @@ class Adafactor(torch.optim.Optimizer):
         impl = group["implementation"]
         need_rms = group["track_stats"] or hp.clip_threshold is not None
         fused: list[int] = []
-        if impl != "reference" and not torch.compiler.is_compiling():
+        if impl in ("auto", "fused_cpu") and not torch.compiler.is_compiling():
             for i, (p, g, s) in enumerate(zip(params, grads, states, strict=True)):
                 reason = why_not_fused(p, g, s)
                 if reason is None:
@@ -381,6 +385,7 @@ class Adafactor(torch.optim.Optimizer):
                         stacklevel=4,
                     )
         out: list[TensorStats | None] = [None] * len(params)
+        fused = self._step_triton(impl, params, grads, states, modes, scalars, hp, fused, out)
         if fused:
             pick = [[seq[i] for i in fused] for seq in (params, grads, states, modes, scalars)]
             stats = fused_update(
@@ -393,12 +398,41 @@ class Adafactor(torch.optim.Optimizer):
                 fused = []
             for i, st in zip(fused, stats or [], strict=False):
                 out[i] = st
-        taken = set(fused)
+        taken = set(fused) | {i for i, st in enumerate(out) if st is not None}
         for i, (p, g, s, m, sc) in enumerate(zip(params, grads, states, modes, scalars,
                                                  strict=True)):
             if i not in taken:
                 out[i] = reference_update(p, g, s, m, sc, hp, need_rms)
         return out
+
+    def _step_triton(
+        self, impl: str, params: list[torch.Tensor], grads: list[torch.Tensor],
+        states: list[dict], modes: list[FactorMode], scalars: list[StepScalars],
+        hp: GroupHyper, fused: list[int], out: list[TensorStats | None],
+    ) -> list[int]:
+        """Step with the Triton kernels the tensors they take: under "triton" every one
+        `why_not_triton` accepts (warning once for the rest), under "auto" CUDA tensors when
+        triton is importable. Fills `out`; returns `fused` without the tensors it stepped."""
+        if impl not in ("auto", "triton") or torch.compiler.is_compiling():
+            return fused
+        taken = set()
+        for i, (p, g, s) in enumerate(zip(params, grads, states, strict=True)):
+            if impl == "auto" and p.device.type != "cuda":
+                continue
+            reason = why_not_triton(p, g, s)
+            if reason is None:
+                out[i] = triton_update(p, g, s, modes[i], scalars[i], hp,
+                                       int(s["step"].item()))
+                taken.add(i)
+            elif impl == "triton" and id(p) not in self._warned:
+                self._warned.add(id(p))
+                warnings.warn(
+                    f"Adafactor: {self._name(p)} (shape {tuple(p.shape)}) takes the "
+                    f"reference path, not the Triton step: {reason}",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
+        return [i for i in fused if i not in taken]
 
     def _name(self, p: torch.Tensor) -> str:
         for gi, group in enumerate(self.param_groups):
