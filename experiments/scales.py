@@ -218,7 +218,7 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
         )
 
 
-def scale_preset(name: str, **overrides: Any) -> ScalePreset:
+def scale_preset(name: str, /, **overrides: Any) -> ScalePreset:
     """The preset ``name`` with fields replaced by ``overrides``.
 
     An unknown key is a ValueError and a value of the wrong type a TypeError, both naming the key.
@@ -227,6 +227,9 @@ def scale_preset(name: str, **overrides: Any) -> ScalePreset:
     if name not in presets:
         raise ValueError(f"unknown scale {name!r}; valid scales: {', '.join(SCALES)}")
     fields = {f.name: f.type for f in dataclasses.fields(ScalePreset)}
+    if "name" in overrides and overrides["name"] != name:
+        raise ValueError(f"scale setting 'name' = {overrides['name']!r}: allowed is {name!r} "
+                         "(the scale is chosen with --scale)")
     for key, value in overrides.items():
         if key not in fields:
             raise ValueError(
@@ -240,42 +243,59 @@ def scale_preset(name: str, **overrides: Any) -> ScalePreset:
     return preset
 
 
+# Allowed range of every numeric preset field: (lowest, highest, lowest included). None as a
+# value is allowed exactly where the field's type allows it.
+NUMERIC_RANGES: dict[str, tuple[float, float, bool]] = {
+    "vocab_size": (1, math.inf, True), "max_tokens": (1, math.inf, True),
+    "steps": (1, math.inf, True), "val_interval": (1, math.inf, True),
+    "checkpoint_interval": (1, math.inf, True), "eval_max_sentences": (1, math.inf, True),
+    "beam_size": (1, math.inf, True), "length_penalty": (0, math.inf, True),
+    "seed": (0, 2**32 - 1, True), "lr_scale": (0, math.inf, False),
+    "relative_lr_scale": (0, math.inf, False), "time_rescale": (0, math.inf, False),
+    "max_len": (1, math.inf, True), "num_workers": (0, 1024, True),
+    "log_interval": (1, math.inf, True), "torch_threads": (1, 4096, True),
+    "accumulate_grad_batches": (1, math.inf, True), "blowup_factor": (1, math.inf, False),
+}
+SPLITS = ("train", "valid", "test")
+
+
+def _allowed(key: str) -> str:
+    low, high, closed = NUMERIC_RANGES[key]
+    text = f"a finite number {'>=' if closed else '>'} {low:g}"
+    return text + (f" and <= {high:g}" if math.isfinite(high) else "")
+
+
+def _bad(key: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"scale setting {key!r} = {value!r}: allowed is {allowed}")
+
+
 def _validate(p: ScalePreset) -> None:
-    for key in ("vocab_size", "max_tokens", "steps", "val_interval", "checkpoint_interval",
-                "log_interval", "beam_size", "max_len", "accumulate_grad_batches"):
-        if getattr(p, key) < 1:
-            raise ValueError(f"scale setting {key!r} must be >= 1, got {getattr(p, key)}")
+    """Every field's value against what it allows (one line naming the key, value and range)."""
+    optional = {f.name for f in dataclasses.fields(ScalePreset) if "None" in str(f.type)}
+    for key, (low, high, closed) in NUMERIC_RANGES.items():
+        value = getattr(p, key)
+        if value is None and key in optional:
+            continue
+        in_range = math.isfinite(value) and (value >= low if closed else value > low) \
+            and value <= high
+        if not in_range:
+            raise _bad(key, value, _allowed(key) + (" or null" if key in optional else ""))
     if p.checkpoint_interval % p.log_interval:
         raise ValueError(
             f"checkpoint_interval ({p.checkpoint_interval}) must be a multiple of log_interval "
             f"({p.log_interval}): a checkpoint is taken right after a logged row"
         )
-    if p.corpus not in CORPUS_NAMES:
-        raise ValueError(f"scale setting 'corpus' must be one of {', '.join(CORPUS_NAMES)}, "
-                         f"got {p.corpus!r}")
-    if p.model not in PRESETS:
-        raise ValueError(f"scale setting 'model' must be one of {', '.join(PRESETS)}, "
-                         f"got {p.model!r}")
-    if p.precision not in PRECISIONS:
-        raise ValueError(f"scale setting 'precision' must be one of {', '.join(PRECISIONS)}, "
-                         f"got {p.precision!r}")
-    if p.seed < 0:
-        raise ValueError(f"scale setting 'seed' must be >= 0, got {p.seed}")
-    if p.decode not in ("beam", "greedy"):
-        raise ValueError(f"scale setting 'decode' must be 'beam' or 'greedy', got {p.decode!r}")
-    for key in ("lr_scale", "relative_lr_scale"):
-        if getattr(p, key) <= 0:
-            raise ValueError(f"scale setting {key!r} must be > 0, got {getattr(p, key)}")
-    if p.blowup_factor is not None and p.blowup_factor <= 1:
-        raise ValueError(
-            f"scale setting 'blowup_factor' must be > 1 or None, got {p.blowup_factor}"
-        )
-    if p.time_rescale is not None and p.time_rescale <= 0:
-        raise ValueError(f"scale setting 'time_rescale' must be > 0, got {p.time_rescale}")
-    if p.eval_max_sentences is not None and p.eval_max_sentences < 1:
-        raise ValueError(
-            f"scale setting 'eval_max_sentences' must be >= 1 or None, got {p.eval_max_sentences}"
-        )
+    choices = {"corpus": CORPUS_NAMES, "model": tuple(PRESETS), "precision": PRECISIONS,
+               "decode": ("beam", "greedy"), "eval_split": SPLITS}
+    for key, allowed in choices.items():
+        if getattr(p, key) not in allowed:
+            raise _bad(key, getattr(p, key), "one of " + ", ".join(allowed))
+    if p.corpus_path is not None and not p.corpus_path.strip():
+        raise _bad("corpus_path", p.corpus_path, "a path, or null for the corpus's default")
+    try:
+        model_config(p.model, p.vocab_size, **p.model_overrides)
+    except (ValueError, TypeError) as err:
+        raise _bad("model_overrides", p.model_overrides, " ".join(str(err).split())) from None
 
 
 def calibrated(preset: ScalePreset, multiplier: float, *, d_model: int,

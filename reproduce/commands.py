@@ -28,7 +28,7 @@ from experiments.store.files import CellFileError
 from experiments.store.locks import LockHeld, results_lock
 from reproduce import slurm
 from reproduce.errors import Interrupted, UsageError
-from reproduce.local import FAILED, CellOutcome, run_cells_locally
+from reproduce.local import FAILED, SKIPPED, CellOutcome, run_cells_locally
 from reproduce.overrides import check_overrides, parse_set_args
 from reproduce.render import render_tables
 from reproduce.selection import (
@@ -158,6 +158,15 @@ def run_tables(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def _stop_while_rendering(tables: Sequence[str], results_dir: Path, tables_dir: Path,
+                          signum: int, _frame: object) -> None:
+    """SIGTERM after the cells: the results stay; say how to render them again."""
+    raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} while rendering: the "
+                      f"results in {results_dir} are kept; render them with: python -m "
+                      f"reproduce render {' '.join(tables)} --results-dir {results_dir} "
+                      f"--tables-dir {tables_dir}")
+
+
 def _run_selected(args: argparse.Namespace, tables: Sequence[str], plans: Sequence[CellPlan],
                   done: Sequence[str], pending: Sequence[str], results_dir: Path) -> int:
     print(f"{args.command} at scale {args.scale}: {len(plans)} cells, {len(done)} already have "
@@ -171,15 +180,21 @@ def _run_selected(args: argparse.Namespace, tables: Sequence[str], plans: Sequen
             print(f"would run: python -m reproduce run {cell_id} --scale {args.scale} "
                   f"--results-dir {results_dir}{extra}")
         return 0
-    failed = []
+    failed: list[CellOutcome] = []
+    skipped: list[CellOutcome] = []
     if pending:
         start = time.time()
         to_run = [p for p in plans if p.cell_id in set(pending)]
         outcomes = run_cells_locally(to_run, results_dir=results_dir, workers=args.workers,
-                                     use_wandb=not args.no_wandb)
+                                     use_wandb=not args.no_wandb, wait_lock=args.wait_lock)
         failed = [o for o in outcomes if o.status == FAILED]
-        print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s, {len(failed)} failed")
-        print(cell_cost_line(outcomes))
+        skipped = [o for o in outcomes if o.status == SKIPPED]
+        finished = len(outcomes) - len(failed) - len(skipped)
+        print(f"ran {len(outcomes)} cells in {time.time() - start:.0f} s: {finished} finished, "
+              f"{len(failed)} failed, {len(skipped)} skipped")
+        print(cell_cost_line([o for o in outcomes if o.status != SKIPPED]))
+    signal.signal(signal.SIGTERM, partial(_stop_while_rendering, tables, results_dir,
+                                          args.tables_dir))
     try:
         _prepare(prepares, results_dir, args.rows)
         _render_and_print(tables, results_dir, args.tables_dir)
@@ -188,6 +203,9 @@ def _run_selected(args: argparse.Namespace, tables: Sequence[str], plans: Sequen
             raise
         print(f"no table rendered: every cell that ran failed and none has results in "
               f"{results_dir}", file=sys.stderr)
+    for outcome in skipped:
+        print(f"SKIPPED {outcome.cell_id}: {outcome.error} (not rendered; run the same command "
+              "again once it is free, or with --wait-lock to wait for it)", file=sys.stderr)
     for outcome in failed:
         print(f"FAILED {outcome.cell_id}: {outcome.error}", file=sys.stderr)
     return 1 if failed else 0

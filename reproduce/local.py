@@ -43,15 +43,16 @@ from reproduce.errors import Interrupted
 
 STATUS_EVERY_S = 20.0
 STOP_GRACE_S = 120.0  # how long stopping workers get to checkpoint before they are killed
-# A cell's outcome here: a result's Status (it has a result.json), or one of these two.
+# A cell's outcome here: a result's Status (it has a result.json), or one of these three.
 FAILED = "failed"
 INTERRUPTED = "interrupted"
+SKIPPED = "skipped"  # another process holds the cell's lock (and --wait-lock was not given)
 
 
 @dataclass
 class CellOutcome:
     cell_id: str
-    status: str  # Status.OK, Status.DIVERGED, FAILED or INTERRUPTED
+    status: str  # Status.OK, Status.DIVERGED, FAILED, INTERRUPTED or SKIPPED
     bleu: float | None = None
     wall_s: float = 0.0
     error: str | None = None
@@ -92,6 +93,7 @@ def _worker(
     gpu: str | None,
     results_dir: str,
     use_wandb: bool,
+    wait_lock: bool = False,
 ) -> None:
     """Worker process body: take planned cells until None, report start/done/error events."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -103,6 +105,7 @@ def _worker(
     torch.set_num_threads(1)
     from experiments.run.cell import run_cell
     from experiments.run.stop import CellInterrupted, install_stop_handlers, stop_requested
+    from experiments.store.locks import LockHeld
 
     install_stop_handlers()
     while True:
@@ -122,6 +125,7 @@ def _worker(
                 devices=1,
                 accelerator="gpu" if gpu is not None else "cpu",
                 use_wandb=use_wandb,
+                wait_lock=wait_lock,
             )
             summary = {
                 "status": str(result.get(STATUS, Status.OK)),
@@ -132,6 +136,9 @@ def _worker(
         except CellInterrupted as stopped:
             events.put(("interrupted", worker, cell_id, {"step": stopped.step}))
             return
+        except LockHeld as held:
+            print(held, file=sys.stderr, flush=True)
+            events.put(("skipped", worker, cell_id, str(held)))
         except BaseException:
             traceback.print_exc()
             sys.stderr.flush()
@@ -157,10 +164,12 @@ def run_cells_locally(
     results_dir: Path,
     workers: int | None = None,
     use_wandb: bool = True,
+    wait_lock: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[CellOutcome]:
     """Run ``plans`` (none of which has a result yet) and return one outcome per cell.
 
+    ``wait_lock``: a worker whose cell another process holds waits for it instead of failing it.
     Raises `Interrupted` after a SIGINT/SIGTERM, once every worker has stopped.
     """
     log = log or partial(print, flush=True)
@@ -180,7 +189,7 @@ def run_cells_locally(
     def start_worker(index: int) -> Any:
         process = ctx.Process(
             target=_worker,
-            args=(tasks, events, index, gpus[index], str(results_dir), use_wandb),
+            args=(tasks, events, index, gpus[index], str(results_dir), use_wandb, wait_lock),
         )
         process.start()
         return process
@@ -305,7 +314,7 @@ def _handle_event(kind: str, worker: int, cell_id: str, payload: Any,
         running[worker] = (cell_id, time.time())
         if not stopping:
             log(f"[{len(outcomes)}/{total}] started {cell_id}")
-    elif kind in ("done", "error", "interrupted"):
+    elif kind in ("done", "error", "interrupted", "skipped"):
         _, started = running.pop(worker, (cell_id, time.time()))
         if kind == "done":
             outcome = CellOutcome(cell_id, payload["status"], payload["bleu"],
@@ -316,6 +325,9 @@ def _handle_event(kind: str, worker: int, cell_id: str, payload: Any,
             outcome = CellOutcome(cell_id, INTERRUPTED, None, time.time() - started,
                                   error=f"at step {payload['step']}")
             text = f"stopped  at step {payload['step']} (checkpointed)"
+        elif kind == "skipped":
+            outcome = CellOutcome(cell_id, SKIPPED, None, time.time() - started, error=payload)
+            text = "SKIPPED  held by another process"
         else:
             outcome = CellOutcome(cell_id, FAILED, None, time.time() - started,
                                   error=payload.strip().splitlines()[-1])

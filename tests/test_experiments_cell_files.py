@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import write_local_corpus
 
+from data.ownership import process_start_time
 from experiments.grid.registry import get_cell
 from experiments.identity import cell_identity, check_cell_folder, data_fingerprints
 from experiments.run.preflight import PreflightError, check_folder
@@ -29,7 +30,7 @@ from experiments.store.files import (
     read_json,
     read_metrics,
 )
-from experiments.store.locks import FileLock, LockHeld, process_start_time
+from experiments.store.locks import FileLock, LockHeld
 
 CELL = "table2/A/warmup/seed0"
 
@@ -91,7 +92,7 @@ def test_lock_names_a_live_owner_and_takes_over_dead_or_reused_pids(tmp_path: Pa
     path.write_text(json.dumps(owner))
     said: list[str] = []
     FileLock(path, "X").acquire(log=said.append)  # a dead owner: stale
-    assert said and "stale" in said[0]
+    assert said and "taking over the lock" in said[0] and "no longer runs" in said[0]
     path.unlink()
     reused = {**owner, "pid": os.getpid(), "start_time": process_start_time(os.getpid()) - 1}
     path.write_text(json.dumps(reused))

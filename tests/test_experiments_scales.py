@@ -41,8 +41,8 @@ def test_overrides_apply_and_rescale_time() -> None:
         ({"steps": "100"}, TypeError, "'steps' must be int"),
         ({"steps": 1.5}, TypeError, "'steps' must be int"),
         ({"lr_scale": True}, TypeError, "'lr_scale' must be float"),
-        ({"decode": "sample"}, ValueError, "'decode' must be"),
-        ({"steps": 0}, ValueError, "'steps' must be >= 1"),
+        ({"decode": "sample"}, ValueError, "'decode' = 'sample': allowed is one of beam, greedy"),
+        ({"steps": 0}, ValueError, "'steps' = 0: allowed is a finite number >= 1"),
         ({"checkpoint_interval": 15, "log_interval": 10}, ValueError, "multiple of log_interval"),
     ],
 )

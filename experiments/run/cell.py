@@ -26,7 +26,12 @@ from experiments.run.record import result_record, write_final
 from experiments.run.trainer import build_cell, train_cell
 from experiments.schema import CONFIG_FILE, METRICS_FILE, CellPlan
 from experiments.store.checkpoints import find_resume_checkpoint
-from experiments.store.files import MetricsWriter, atomic_write_json, cell_dir
+from experiments.store.files import (
+    MetricsWriter,
+    atomic_write_json,
+    cell_dir,
+    remove_leftover_temp_files,
+)
 from experiments.store.locks import cell_lock
 
 
@@ -94,6 +99,9 @@ def _run_locked(plan: CellPlan, results_dir: Path, *, devices: int | str | None,
     if state == "done" and result is not None:
         return result
     out_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero:
+        for leftover in remove_leftover_temp_files(out_dir):
+            _say(f"removed {leftover}, left by a writer that did not finish")
     resume_path, resume_step = find_resume_checkpoint(out_dir, log=_say)
     writer = MetricsWriter(out_dir / METRICS_FILE)
     if rank_zero:

@@ -80,6 +80,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
+def remove_leftover_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files of `atomic_write` that a killed writer left in ``folder``.
+
+    Called by the cell lock's holder, the only writer of its folder, so any such file there is
+    a dead writer's (the lock's own temporary files, made by processes waiting for it, stay).
+    """
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        if tmp.is_file() and not tmp.name.startswith(f"{LOCK_FILE}."):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old or the new file, never half of one."""
     path = Path(path)

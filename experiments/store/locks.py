@@ -1,22 +1,24 @@
 """Locks: one process trains a cell, one table run holds a results folder.
 
-A lock is a file holding its owner's pid, host, process start time and command; a lock whose
-owner is gone (or whose pid now belongs to another process) is stale and taken over.
+A lock is a file holding its owner's record (data.ownership: host, pid, process start time,
+command, Slurm job and array task). An owner judged gone (a dead or reused pid on this host;
+on another host a Slurm job that no longer runs there) is taken over, saying so. An owner that
+cannot be judged (another host, no Slurm) is named with the command that breaks the lock,
+``python -m data.unlock LOCK``, which shows the owner first.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
-import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from data.owned_lock import REJUDGE_S, break_command
+from data.ownership import Verdict, describe, host_name, judge, owner_record
 from experiments.schema import LOCK_FILE
 from experiments.store.files import cell_dir
 
@@ -25,38 +27,19 @@ class LockHeld(RuntimeError):
     """Another live process holds a results folder's (or cell's) lock."""
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (/proc), None if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[19])  # field 22 of stat; fields[0] is field 3
-
-
-def _owner_record() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "start_time": process_start_time(os.getpid()),
-            "command": shlex.join(sys.argv) if sys.argv else "",
-            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+def lock_verdict(owner: dict[str, Any]) -> Verdict:
+    """Whether a lock's owner still runs (data.ownership.judge: this host's pid and start time,
+    another host's Slurm job); a lock that records no process is dead."""
+    return judge(owner) if owner else Verdict(False, "the lock records no owner")
 
 
 def lock_is_stale(owner: dict[str, Any]) -> bool:
-    """A lock of this host whose process is gone, or whose pid now belongs to another process."""
-    if owner.get("host") != socket.gethostname():
-        return False  # cannot tell: another machine's process may be alive
-    pid = owner.get("pid")
-    if not isinstance(pid, int):
-        return True
-    started = process_start_time(pid)
-    return started is None or (owner.get("start_time") is not None
-                               and started != owner.get("start_time"))
+    """A lock whose owner is judged gone (a dead or reused pid here, a Slurm job gone there)."""
+    return lock_verdict(owner).alive is False
 
 
 def describe_owner(owner: dict[str, Any]) -> str:
-    return (f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}: "
-            f"{owner.get('command', '?')}")
+    return describe(owner)
 
 
 class FileLock:
@@ -74,7 +57,7 @@ class FileLock:
     def _try_create(self) -> dict[str, Any] | None:
         """None when created; otherwise the current owner's record."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = _owner_record()
+        record = owner_record()
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lock.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
@@ -96,21 +79,32 @@ class FileLock:
                 log: Callable[[str], None] | None = None) -> None:
         """Take the lock; LockHeld naming the owner when a live process has it (unless ``wait``)."""
         said = False
+        judged: tuple[dict[str, Any], Verdict, float] | None = None
         while True:
             owner = self._try_create()
             if owner is None:
                 self.held = True
                 return
-            if not owner or lock_is_stale(owner):
+            if judged and judged[0] == owner and time.monotonic() - judged[2] < REJUDGE_S:
+                verdict = judged[1]  # asking Slurm every poll would load its controller
+            else:
+                verdict = lock_verdict(owner)
+                judged = (owner, verdict, time.monotonic())
+            if verdict.alive is False:
                 if log and owner:
-                    log(f"taking over the stale lock {self.path} ({describe_owner(owner)})")
+                    log(f"taking over the lock {self.path} of {self.what}: {verdict.reason} "
+                        f"({describe_owner(owner)})")
                 self._remove_if(owner)
                 continue
+            held = f"{self.what} is in use by {describe_owner(owner)} (lock {self.path})"
+            if verdict.alive is None:
+                held += (f"; cannot tell whether that owner still runs ({verdict.reason}); if "
+                         f"it does not, break the lock with: {break_command(self.path)}")
             if not wait:
-                raise LockHeld(f"{self.what} is in use by {describe_owner(owner)} (lock "
-                               f"{self.path}); wait for it, or pass --wait-lock to wait")
+                raise LockHeld(held + ("" if verdict.alive is None else
+                                       "; wait for it, or pass --wait-lock to wait"))
             if log and not said:
-                log(f"waiting for {self.what}: in use by {describe_owner(owner)}")
+                log(f"waiting for {self.what}: {held[len(self.what) + 4:]}")
                 said = True
             time.sleep(poll_s)
 
@@ -128,7 +122,7 @@ class FileLock:
                 current = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 current = {}
-            if current.get("pid") == os.getpid():
+            if current.get("pid") == os.getpid() and current.get("host") == host_name():
                 self.path.unlink(missing_ok=True)
             self.held = False
 
