@@ -15,6 +15,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Triton reads TRITON_INTERPRET when it is first imported (torch.compile imports it too), and
+# kernels of an interpreter-less import cannot run on CPU tensors: set it before anything does.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # One intra-op thread: tests that start several processes (DDP, launchers) must not oversubscribe
 # the cores, and small-tensor math is faster single-threaded anyway. Tests that want more set it.
