@@ -31,7 +31,9 @@ from .rounding import step_seeds
 _MODES = {"both": 0, "row": 1, "col": 2, "none": 3}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _FP32_MAX = torch.finfo(torch.float32).max
-BLOCK_M, BLOCK_N = 16, 128
+# A tile holds 16 x 128 elements on a GPU; the interpreter runs each program in numpy, so it
+# takes far larger tiles (a 1 x 10^7 tensor is 153 programs, not 78125).
+TILE_GPU, TILE_INTERPRETED = (16, 128), (64, 1024)
 
 
 def triton_available() -> bool:
@@ -72,6 +74,16 @@ def _kernels():
     return triton_kernels.sums_kernel, triton_kernels.usq_kernel, triton_kernels.apply_kernel
 
 
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def tile_shape(M: int, N: int, interpreted_kernels: bool) -> tuple[int, int]:
+    """(BM, BN): powers of two covering an M x N matrix with about one tile's elements, so that a
+    thin matrix (1 x n, n x 1, 3 x n) gets a long tile instead of thousands of mostly empty ones."""
+    bm0, bn0 = TILE_INTERPRETED if interpreted_kernels else TILE_GPU
+    bn = min(_next_pow2(N), bm0 * bn0 // min(_next_pow2(M), bm0))
+    return min(_next_pow2(M), bm0 * bn0 // bn), bn
 
 
 def _matrices(shape: torch.Size, mode: FactorMode) -> tuple[int, int, int]:
@@ -97,7 +109,8 @@ def triton_update(
 
     sums_k, usq_k, apply_k = _kernels()
     B, M, N = _matrices(p.shape, mode)
-    n_rb, n_cb = triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N)
+    BM, BN = tile_shape(M, N, p.device.type != "cuda")
+    n_rb, n_cb = triton.cdiv(M, BM), triton.cdiv(N, BN)
     grid = (B, n_rb, n_cb)
     dev, f64 = p.device, torch.float64
     x, gr = p.detach(), g.detach()
@@ -108,7 +121,7 @@ def triton_update(
     xsq = torch.empty((B * n_rb * n_cb) if hp.scale_parameter else 1, dtype=f64, device=dev)
     sums_k[grid](gr, x, rowp, colp, xsq, M, N, n_rb, n_cb, hp.eps1, FMAX=_FP32_MAX,
                  WANT_ROW=want_row, WANT_COL=want_col, WANT_X=hp.scale_parameter,
-                 BM=BLOCK_M, BN=BLOCK_N)
+                 BM=BM, BN=BN)
     dummy = torch.empty(1, dtype=torch.float32, device=dev)
     r = c = v = dummy
     if want_row:  # the EMAs of the row and column means, as the reference forms them
@@ -121,7 +134,7 @@ def triton_update(
         v = state["exp_avg_sq"]
     usq = torch.empty(B * n_rb * n_cb, dtype=f64, device=dev)
     usq_k[grid](gr, r, c, v, usq, M, N, n_rb, n_cb, hp.eps1, b, 1 - b, FMAX=_FP32_MAX,
-                MODE=_MODES[mode], BM=BLOCK_M, BN=BLOCK_N)
+                MODE=_MODES[mode], BM=BM, BN=BN)
     # Per matrix: sqrt(mean R) (mode "both"; 1 otherwise) and sum U^2 = mean(R) sum w^2.
     if mode == "both":
         mean_r = r.sum(-1, dtype=f64) / M
@@ -150,5 +163,5 @@ def triton_update(
     apply_k[grid](x, gr, r, c, v, mom, factor.contiguous(), M, N, hp.eps1,
                   float(hp.beta1 or 0.0), decay, s0, s1, FMAX=_FP32_MAX, MODE=_MODES[mode],
                   UPDATE_V=False, MOMENTUM=bool(hp.beta1), ROUND=rounding,
-                  BM=BLOCK_M, BN=BLOCK_N)
+                  BM=BM, BN=BN)
     return TensorStats(step_size=alpha.float(), update_rms=update_rms, clipped=clipped)

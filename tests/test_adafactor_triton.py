@@ -115,3 +115,16 @@ def test_triton_step_keeps_huge_gradients_finite(factored: bool):
         out[impl] = p.detach().clone()
     assert torch.isfinite(out["triton"]).all()
     torch.testing.assert_close(out["triton"], out["reference"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("interpreted", [False, True])
+@pytest.mark.parametrize("shape", [(1, 10**7), (10**7, 1), (3, 1000), (512, 512), (5, 7)])
+def test_thin_matrices_get_long_tiles(shape, interpreted):
+    """A fixed 16 x 128 tile made a 10^7 x 1 tensor 625,000 mostly empty programs, which the
+    interpreter ran for hours: the tile follows the matrix, powers of two of one tile's size."""
+    m, n = shape
+    bm, bn = triton_step.tile_shape(m, n, interpreted)
+    bm0, bn0 = triton_step.TILE_INTERPRETED if interpreted else triton_step.TILE_GPU
+    assert bm & (bm - 1) == 0 and bn & (bn - 1) == 0 and bm * bn <= bm0 * bn0
+    tiles = -(-m // bm) * -(-n // bn)
+    assert tiles <= 4 * -(-m * n // (bm0 * bn0)), (bm, bn, tiles)
