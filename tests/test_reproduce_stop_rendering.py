@@ -15,7 +15,7 @@ from reproduce.cli import main
 
 def test_sigterm_while_rendering_names_the_render_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    def every_cell_done(results_dir, plans, scale, **_):
+    def every_cell_done(results_dir, plans, **_):
         return [p.cell_id for p in plans], []
 
     def terminated(*_):
