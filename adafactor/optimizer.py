@@ -10,10 +10,12 @@ arguments:
   rank > 2 tensors are factored over their last two dims with the leading dims kept (one
   factorisation per matrix). ``min_dim_size_to_factor`` keeps the full second moment for tensors
   whose last two dims are not both at least that large.
-* ``beta2``: None gives beta2hat_t = 1 - t^(-decay_exponent) (Section 7.2); a float gives a
-  constant beta2 with Adam's decay correction beta2hat_t = beta2 (1 - beta2^(t-1)) / (1 - beta2^t)
-  (Algorithm 3), so with factored=False, clip_threshold=None, scale_parameter=False and eps1=0
-  this is Adam with beta1=0 and eps=0.
+* ``beta2``: None gives beta2hat_t = 1 - t^(-decay_exponent) (Section 7.2), or with
+  ``decay_scale`` k > 1, max(0, 1 - k t^(-decay_exponent)) (a rescaled clock: k = F^(1-c) is the
+  paper's decay over F steps per step). A float in [0, 1) gives a constant beta2 with Adam's
+  decay correction beta2hat_t = beta2 (1 - beta2^(t-1)) / (1 - beta2^t) (Algorithm 3; beta2 = 0
+  keeps no memory, V_t = G_t^2), so with factored=False, clip_threshold=None,
+  scale_parameter=False and eps1=0 this is Adam with beta1=0 and eps=0.
 * ``clip_threshold`` d: U_hat = U / max(1, RMS(U)/d) per tensor, on the unscaled update
   (Section 6); None disables it.
 * ``lr``: None gives the relative step rho_t = min(1e-2, 1/sqrt t) (with ``warmup_init``:
@@ -117,7 +119,13 @@ def validate_group(group: Mapping[str, Any]) -> None:
     b1 = group["beta1"]
     _check("beta1", b1, b1 is None or (is_real(b1) and 0 <= b1 < 1), "None or 0 <= beta1 < 1")
     b2 = group["beta2"]
-    _check("beta2", b2, b2 is None or (is_real(b2) and 0 < b2 < 1), "None or 0 < beta2 < 1")
+    _check("beta2", b2, b2 is None or (is_real(b2) and 0 <= b2 < 1), "None or 0 <= beta2 < 1")
+    k = group["decay_scale"]
+    _check("decay_scale", k, is_real(k) and k >= 1,
+           "a finite number >= 1 (beta2hat_t = max(0, 1 - k t^-c), 0 at t = 1)")
+    if k != 1 and b2 is not None:
+        raise ValueError(f"Adafactor: invalid decay_scale={k!r}: it scales 1 - t^-c, which "
+                         f"applies only with beta2=None, got beta2={b2!r}")
     c = group["decay_exponent"]
     _check(
         "decay_exponent",
@@ -170,6 +178,7 @@ class Adafactor(torch.optim.Optimizer):
         beta1: float | None = None,
         beta2: float | None = None,
         decay_exponent: float = 0.8,
+        decay_scale: float = 1.0,
         clip_threshold: float | None = 1.0,
         factored: bool | str = True,
         scale_parameter: bool = True,
@@ -186,6 +195,7 @@ class Adafactor(torch.optim.Optimizer):
             beta1=beta1,
             beta2=beta2,
             decay_exponent=decay_exponent,
+            decay_scale=decay_scale,
             clip_threshold=clip_threshold,
             factored=factored,
             scale_parameter=scale_parameter,
@@ -267,12 +277,14 @@ class Adafactor(torch.optim.Optimizer):
         lr = group["lr"]
         if torch.compiler.is_compiling():  # tensors: no guard on t or lr, so no recompiles
             rho_t, b_t = step_scalars_in_graph(
-                step, lr, group["warmup_init"], group["beta2"], group["decay_exponent"]
+                step, lr, group["warmup_init"], group["beta2"], group["decay_exponent"],
+                group.get("decay_scale", 1.0),
             )
             return StepScalars(rho=rho_t, beta2hat=b_t)
         t = int(step.item())  # a CPU tensor: no device sync
         rho = relative_step_size(t, group["warmup_init"]) if lr is None else float(lr)
-        beta2hat = second_moment_decay(t, group["beta2"], group["decay_exponent"])
+        beta2hat = second_moment_decay(t, group["beta2"], group["decay_exponent"],
+                                       group.get("decay_scale", 1.0))
         return StepScalars(rho=rho, beta2hat=beta2hat)
 
     @torch.no_grad()

@@ -30,10 +30,12 @@ def relative_step_size(t: int, warmup_init: bool) -> float:
     return paper_step_size(t, warmup_init)
 
 
-def decay_power(t: int, decay_exponent: float) -> float:
-    """beta2hat_t = 1 - t^(-c) (Section 7.2); 0 at t = 1, so no bias correction is needed."""
+def decay_power(t: int, decay_exponent: float, decay_scale: float = 1.0) -> float:
+    """beta2hat_t = max(0, 1 - k t^(-c)) (Section 7.2: k = 1); 0 at t = 1, so no bias correction
+    is needed. k = F^(1-c) runs the decay on a clock of F paper steps per step: it is the paper's
+    1 - t'^-c compounded over the F steps ending at t' = F t (to first order)."""
     _check_step(t)
-    return 1.0 - t ** (-decay_exponent)
+    return max(0.0, 1.0 - decay_scale * t ** (-decay_exponent))
 
 
 def adam_decay_correction(t: int, beta2: float) -> float:
@@ -43,11 +45,12 @@ def adam_decay_correction(t: int, beta2: float) -> float:
     return beta2 * (1.0 - beta2 ** (t - 1)) / (1.0 - beta2**t)
 
 
-def second_moment_decay(t: int, beta2: float | None, decay_exponent: float) -> float:
-    """beta2hat_t as the optimizer uses it: constant beta2 with Adam's decay correction, or, when
-    beta2 is None, 1 - t^(-decay_exponent)."""
+def second_moment_decay(t: int, beta2: float | None, decay_exponent: float,
+                        decay_scale: float = 1.0) -> float:
+    """beta2hat_t as the optimizer uses it: constant beta2 with Adam's decay correction (beta2 = 0
+    gives 0: V_t = G_t^2), or, when beta2 is None, max(0, 1 - decay_scale t^(-decay_exponent))."""
     if beta2 is None:
-        return decay_power(t, decay_exponent)
+        return decay_power(t, decay_exponent, decay_scale)
     return adam_decay_correction(t, beta2)
 
 
@@ -61,7 +64,8 @@ def paper_step_size_at(t: float, warmup: bool) -> float:
 
 
 def step_scalars_in_graph(
-    t: Any, lr: Any, warmup_init: bool, beta2: float | None, decay_exponent: float
+    t: Any, lr: Any, warmup_init: bool, beta2: float | None, decay_exponent: float,
+    decay_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rho_t, beta2hat_t) as 0-dim float32 tensors computed by tensor ops from the step t (an int,
     a SymInt under torch.compile, or a tensor) and lr (None, a float or a tensor).
@@ -76,7 +80,7 @@ def step_scalars_in_graph(
     else:
         rho = torch.ones((), dtype=torch.float32) * lr
     if beta2 is None:
-        beta2hat = 1.0 - tt.pow(-decay_exponent)
+        beta2hat = torch.clamp(1.0 - decay_scale * tt.pow(-decay_exponent), min=0.0)
     else:
         beta2hat = beta2 * (1.0 - torch.pow(beta2, tt - 1.0)) / (1.0 - torch.pow(beta2, tt))
     return rho, beta2hat

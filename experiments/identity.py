@@ -51,6 +51,9 @@ from models.presets import model_config
 # Preset fields that change how a cell runs, not what it computes (the corpus is fingerprinted
 # by its content, so the same files in another folder are the same corpus).
 NOT_IDENTITY_FIELDS = ("num_workers", "torch_threads", "corpus_path")
+# Preset fields added after results existed, left out of the identity while at these values
+# (what every earlier cell ran with), so that earlier cell folders stay valid.
+LATER_FIELD_DEFAULTS = {"decay_time_rescale": False}
 # Cell fields that describe it, not what it trains.
 CELL_LABEL_FIELDS = ("description", "paper_bleu")
 PACKAGE = "adafactor-repro"
@@ -127,6 +130,9 @@ def cell_settings(cell: Cell, preset: ScalePreset) -> dict[str, Any]:
     scale = preset.as_dict()
     for key in NOT_IDENTITY_FIELDS:
         scale.pop(key, None)
+    for key, default in LATER_FIELD_DEFAULTS.items():
+        if scale.get(key) == default:
+            scale.pop(key)
     cell_fields = {k: v for k, v in cell.as_dict().items() if k not in CELL_LABEL_FIELDS}
     model = model_config(preset.model, preset.vocab_size,
                          **{**preset.model_overrides, **cell.model_overrides}).to_dict()

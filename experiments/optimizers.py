@@ -40,6 +40,7 @@ _ADAFACTOR_KEYS = {
     "eps",
     "weight_decay",
     "min_dim_size_to_factor",
+    "decay_scale",
 }
 
 
@@ -109,6 +110,33 @@ def _peak_schedule(schedule: dict[str, Any], paper_time: Callable[[int], float]
                           1.0 / (PAPER_PLATEAU * math.sqrt(t_paper)))
 
     return peaked
+
+
+def rescaled_beta(beta: float, factor: float) -> float:
+    """A constant decay over ``factor`` steps per step, to first order: max(0, 1 - F (1 - beta))
+    (0.999 -> 0.99 and 0.9 -> 0 at F = 10)."""
+    return max(0.0, (1.0 - factor) + factor * beta)  # exact 0 for 0.9 at F = 10 (1 - F 0.1 is not)
+
+
+def rescaled_decay(optimizer: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The optimizer spec with its second-moment decay on a clock of ``factor`` paper steps per
+    step (design D1'): constant beta2 -> `rescaled_beta`; 1 - t^-c -> max(0, 1 - F^(1-c) t^-c),
+    the paper's decay over the F steps ending at paper time F t. beta1 is kept; SGD has no decay.
+    """
+    spec = dict(optimizer)
+    name = spec.get("name")
+    if name == "adafactor":
+        if spec.get("beta2") is None:
+            spec["decay_scale"] = factor ** (1.0 - spec.get("decay_exponent", 0.8))
+        else:
+            spec["beta2"] = rescaled_beta(spec["beta2"], factor)
+    elif name == "adam":
+        beta1, beta2 = spec.get("betas", (0.9, 0.999))
+        spec["betas"] = (beta1, rescaled_beta(beta2, factor))
+    elif name != "sgd":
+        raise ValueError(f"decay_time_rescale applies to adafactor, adam and sgd cells, not to "
+                         f"{name!r}")
+    return spec
 
 
 def _split_names(params: Iterable[Any]) -> list[tuple[str, torch.nn.Parameter]]:

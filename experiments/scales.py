@@ -17,8 +17,9 @@ plateau then keep the paper's fraction of training, 10%). ``base``: F = 1 and bo
 exactly the paper. ``small``: F = 100_000 / steps (the fraction rule), scales 1.
 
 Optimizer constants that are themselves time scales (beta2 = 0.999, 0.99, 0.9; 1 - t^-c) are
-*not* rescaled: they are the rows' identity, and the paper's no-warmup collapse acts on that
-absolute time scale (Figure 1: with beta2 = 0.999 the second-moment estimate lags for ~1000 steps,
+*not* rescaled (unless ``decay_time_rescale``, design D1' of docs/preregistration.md): they
+are the rows' identity, and the paper's no-warmup collapse acts on that absolute time scale
+(Figure 1: with beta2 = 0.999 the second-moment estimate lags for ~1000 steps,
 RMS(U_t) undershoots to 0.33 then overshoots to 2.2 within the first ~1000 steps, while the paper's
 no-warmup step size stays at its 1e-3 plateau for 10,000 steps; warmup keeps the step small while
 the estimate is out of date). So the tiny preset must (1) keep the plateau/warmup long compared with
@@ -101,6 +102,9 @@ class ScalePreset:
     # Stop a run (status "diverged") once a batch's loss exceeds this factor times the first
     # batch's loss; None: only a non-finite loss stops it (the sensitivity grid sets 2).
     blowup_factor: float | None = None
+    # Design D1' (docs/preregistration.md): the second-moment decays run on the schedule's clock
+    # of F paper steps per step (experiments.optimizers.rescaled_decay), not in absolute steps.
+    decay_time_rescale: bool = False
 
     @property
     def paper_time_factor(self) -> float:
@@ -209,6 +213,7 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
         "int | None": (int, type(None)),
         "float | None": (int, float, type(None)),
         "dict[str, Any]": (dict,),
+        "bool": (bool,),
     }
     types = allowed[annotation]
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)

@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from adafactor import Adafactor, paper_step_size
+from adafactor.schedules import second_moment_decay, step_scalars_in_graph
+from adafactor.triton_step import triton_available
 
 SHAPES = {"tall": (7, 3), "wide": (3, 7), "vector": (5,), "rank3": (2, 3, 5)}
 STEPS = 8
@@ -25,8 +27,8 @@ STEPS = 8
 @dataclass(frozen=True)
 class Setting:
     """One Table 2 row: factored in {None, "yes", "row", "col"}; beta2 constant or decay exponent
-    c (beta2hat = 1 - t^-c); clip d; relative step (rho_t = s_t, parameter scale) or absolute
-    alpha_t = 0.1 s_t."""
+    c (beta2hat = max(0, 1 - k t^-c), k = 1 in the paper); clip d; relative step (rho_t = s_t,
+    parameter scale) or absolute alpha_t = 0.1 s_t."""
 
     factored: str | None = None
     beta1: float = 0.0
@@ -34,6 +36,7 @@ class Setting:
     c: float | None = None
     d: float | None = None
     relative: bool = False
+    k: float = 1.0
 
 
 TABLE2 = {
@@ -65,7 +68,7 @@ def s_t(t: int, warmup: bool) -> float:
 def beta2hat(t: int, s: Setting) -> float:
     if s.beta2 is not None:  # Algorithm 3
         return s.beta2 * (1 - s.beta2 ** (t - 1)) / (1 - s.beta2**t)
-    return 1 - t ** (-s.c)  # Section 7.2
+    return max(0.0, 1 - s.k * t ** (-s.c))  # Section 7.2 (k = 1)
 
 
 def rms64(x: torch.Tensor) -> float:
@@ -135,6 +138,7 @@ def make_optimizer(
         beta1=s.beta1 or None,
         beta2=s.beta2,
         decay_exponent=s.c if s.c is not None else 0.8,
+        decay_scale=s.k,
         clip_threshold=s.d,
         factored=factored,
         eps=(eps1, EPS2),
@@ -176,6 +180,63 @@ def test_table2_row_matches_float64_transcription(row: str, shape_name: str, imp
             sched.step()
         err = (p.detach().double() - expected[t]).abs().max().item()
         assert err <= 1e-4 * alphas[t], (row, t + 1, err, alphas[t])
+
+
+# Rows whose second-moment clock is rescaled by F = 10 (one step stands for 10 paper steps):
+# constant beta2 -> 1 - F (1 - beta2), so row G's 0.9 is 0 (V_t = G_t^2); 1 - t^-c -> the
+# paper's decay over the F steps ending at F t, max(0, 1 - F^(1-c) t^-c).
+RESCALED = {
+    "A": Setting(beta2=0.99),
+    "G": Setting(beta2=0.0),
+    "K": Setting(beta2=None, c=0.5, k=10**0.5),
+    "L": Setting(beta2=None, c=0.8, k=10**0.2),
+    "P": Setting(factored="yes", beta1=0.9, beta2=None, c=0.8, d=1.0, relative=True, k=10**0.2),
+}
+RESCALED_PATHS = ["fused_cpu", "reference"] + (["triton"] if triton_available() else [])
+
+
+@pytest.mark.parametrize("implementation", RESCALED_PATHS)
+@pytest.mark.parametrize("row", list(RESCALED))
+def test_rescaled_decay_matches_float64_transcription(row: str, implementation: str):
+    s = RESCALED[row]
+    for shape_name, shape in SHAPES.items():
+        x0, grads = random_problem(shape, seed=zlib.crc32(f"rescaled/{row}/{shape_name}".encode()))
+        expected, alphas = paper_run(x0, grads, s, warmup=False)
+        p = x0.clone().requires_grad_()
+        opt, sched = make_optimizer(p, s, warmup=False, implementation=implementation)
+        for t, g in enumerate(grads):
+            p.grad = g.clone()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            err = (p.detach().double() - expected[t]).abs().max().item()
+            assert err <= 1e-4 * alphas[t], (row, shape_name, t + 1, err, alphas[t])
+
+
+def test_rescaled_decay_values():
+    """beta2hat_t = max(0, 1 - k t^-c): 0 while k t^-c >= 1 (K at F = 10: t <= 10), then the
+    paper's 1 - t'^-c over the F steps ending at t' = F t; beta2 = 0 gives 0 at every step."""
+    k = 10**0.5
+    assert [second_moment_decay(t, None, 0.5, k) for t in (1, 10)] == [0.0, 0.0]
+    assert second_moment_decay(11, None, 0.5, k) == pytest.approx(1 - math.sqrt(10 / 11))
+    assert second_moment_decay(1, None, 0.8, 10**0.2) == 0.0
+    assert second_moment_decay(7, None, 1.0, 1.0) == pytest.approx(1 - 1 / 7)
+    assert all(second_moment_decay(t, 0.0, 0.8) == 0.0 for t in (1, 2, 50))
+    for t in (1, 3, 11, 400):  # the compiled path's tensors give the same values
+        _, b = step_scalars_in_graph(t, 0.1, False, None, 0.5, k)
+        assert float(b) == pytest.approx(second_moment_decay(t, None, 0.5, k), abs=1e-7)
+        assert float(step_scalars_in_graph(t, 0.1, False, 0.0, 0.8)[1]) == 0.0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"decay_scale": 0.5}, "decay_scale"),
+    ({"decay_scale": float("nan")}, "decay_scale"),
+    ({"decay_scale": 2.0, "beta2": 0.999}, "applies only with beta2=None"),
+    ({"beta2": -0.1}, "0 <= beta2 < 1"),
+])
+def test_bad_decay_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Adafactor([torch.zeros(3, requires_grad=True)], **kwargs)
 
 
 @pytest.mark.parametrize("implementation", ["fused_cpu", "reference"])

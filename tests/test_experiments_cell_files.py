@@ -173,3 +173,16 @@ def test_folder_checks_name_the_folder(tmp_path: Path) -> None:
         check_folder(blocker / "r", "--results-dir")
     with pytest.raises(PreflightError, match=r"MiB free, less than"):
         check_folder(tmp_path, "--results-dir", min_free_bytes=1 << 62)
+
+
+def test_a_later_preset_field_at_its_default_keeps_earlier_cells_valid(tmp_path: Path) -> None:
+    """A cell folder written before decay_time_rescale existed has no such key in its identity:
+    it is still the same cell while the field is off, and another cell when it is on."""
+    out = tmp_path / CELL
+    earlier = _identity(steps=60)
+    earlier["settings"]["scale"].pop("decay_time_rescale", None)  # as written before the field
+    atomic_write_json(out / "result.json", {"cell_id": CELL, "identity": earlier})
+    assert "decay_time_rescale" not in _identity(steps=60)["settings"]["scale"]
+    assert check_cell_folder(out, _identity(steps=60))[0] == "done"
+    with pytest.raises(IdentityMismatch, match=r"decay_time_rescale: None there, True now"):
+        check_cell_folder(out, _identity(steps=60, decay_time_rescale=True))

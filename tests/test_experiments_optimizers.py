@@ -7,7 +7,7 @@ import torch
 
 from adafactor import Adafactor
 from experiments.grid.registry import get_cell, table_cells
-from experiments.optimizers import build_optimizer, step_size_schedule
+from experiments.optimizers import build_optimizer, rescaled_decay, step_size_schedule
 
 
 def _params() -> list[torch.nn.Parameter]:
@@ -95,3 +95,43 @@ def test_paper_step_size_at_real_time_is_the_integer_formula_extended() -> None:
     assert paper_step_size_at(40_000.5, False) == 1 / 40_000.5**0.5
     with pytest.raises(ValueError, match="paper time"):
         paper_step_size_at(0.5, True)
+
+
+# Design D1' at F = 10 (docs/preregistration.md section 1): constant beta2 -> 1 - F (1 - beta2),
+# 1 - t^-c -> max(0, 1 - F^(1-c) t^-c), beta1 kept.
+D1P_DECAYS = {"A": ("beta2", 0.99), "F": ("beta2", 0.9), "G": ("beta2", 0.0),
+              "K": ("decay_scale", 10**0.5), "L": ("decay_scale", 10**0.2),
+              "M": ("decay_scale", 1.0), "P": ("decay_scale", 10**0.2)}
+
+
+@pytest.mark.parametrize("row", sorted(D1P_DECAYS))
+def test_rescaled_decay_gives_the_preregistered_constants(row: str) -> None:
+    key, value = D1P_DECAYS[row]
+    cell = get_cell(f"table2/{row}/no-warmup/seed0")
+    spec = rescaled_decay(cell.optimizer, 10.0)
+    assert spec[key] == pytest.approx(value, abs=1e-12)
+    if value == 0.0:  # row G keeps no memory at all (an fp residue would be a 1e-16 EMA)
+        assert spec[key] == 0.0
+    assert spec.get("beta1") == cell.optimizer.get("beta1")
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(4, 3))], spec, cell.schedule)
+    assert opt.param_groups[0][key] == pytest.approx(value, abs=1e-12)
+
+
+def test_rescaled_decay_of_adam_and_sgd() -> None:
+    adam = get_cell("table2/B/no-warmup/seed0").optimizer
+    assert rescaled_decay(adam, 10.0)["betas"] == pytest.approx((0.9, 0.99))
+    sgd = get_cell("table2/Q1/no-warmup/seed0").optimizer
+    assert rescaled_decay(sgd, 10.0) == sgd
+    with pytest.raises(ValueError, match="decay_time_rescale applies to"):
+        rescaled_decay({"name": "lion"}, 10.0)
+
+
+def test_a_cell_under_decay_time_rescale_trains_and_records_the_rescaled_decay() -> None:
+    from experiments.run.trainer import trained_optimizer
+    from experiments.scales import scale_preset
+
+    cell = get_cell("table2/A/no-warmup/seed0")
+    plain, d1p = scale_preset("tiny"), scale_preset("tiny", decay_time_rescale=True,
+                                                     time_rescale=10.0)
+    assert trained_optimizer(cell, plain) == cell.optimizer
+    assert trained_optimizer(cell, d1p)["beta2"] == pytest.approx(0.99)

@@ -21,7 +21,7 @@ BAD_VALUES = {
     "seed": -1, "lr_scale": "NaN", "relative_lr_scale": "Infinity", "time_rescale": "NaN",
     "corpus_path": "", "model_overrides": {"d_model": -1}, "max_len": 0, "precision": "8-bit",
     "num_workers": -1, "log_interval": 0, "torch_threads": 0, "accumulate_grad_batches": 0,
-    "blowup_factor": "-Infinity",
+    "blowup_factor": "-Infinity", "decay_time_rescale": "sometimes",
 }
 NON_FINITE = {"lr_scale": "NaN", "relative_lr_scale": "NaN", "time_rescale": "Infinity",
               "length_penalty": "Infinity", "blowup_factor": "NaN"}

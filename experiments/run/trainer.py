@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from data.datamodule import TranslationData
 from experiments.grid.cells import Cell
 from experiments.identity import cell_identity, data_fingerprints
-from experiments.optimizers import build_optimizer, step_size_schedule
+from experiments.optimizers import build_optimizer, rescaled_decay, step_size_schedule
 from experiments.run.monitor import CellMonitor
 from experiments.run.stop import CellInterrupted
 from experiments.scales import ScalePreset
@@ -66,6 +66,14 @@ def _trainer_kwargs(preset: ScalePreset, devices: int | str | None, accelerator:
     return kwargs
 
 
+def trained_optimizer(cell: Cell, preset: ScalePreset) -> dict[str, Any]:
+    """The optimizer spec the cell trains with: its own, with the decays rescaled under
+    ``decay_time_rescale``."""
+    if preset.decay_time_rescale:
+        return rescaled_decay(cell.optimizer, preset.paper_time_factor)
+    return cell.optimizer
+
+
 def build_config(cell: Cell, preset: ScalePreset, model_cfg: Any, steps: int, max_tokens: int,
                  trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     """config.json: the cell, its preset, model config and Trainer settings (its identity is
@@ -76,6 +84,7 @@ def build_config(cell: Cell, preset: ScalePreset, model_cfg: Any, steps: int, ma
         "model": model_cfg.to_dict(),
         "steps": steps,
         "max_tokens": max_tokens,
+        "optimizer": trained_optimizer(cell, preset),
         "trainer": {k: str(v) for k, v in trainer_kwargs.items()},
         "torch_version": torch.__version__,
         "lightning_version": pl.__version__,
@@ -130,7 +139,7 @@ def build_cell(plan: CellPlan, results_dir: Path, *, devices: int | str | None,
     module = TranslationModule(
         model_cfg,
         vocab,
-        optimizer_factory=partial(build_optimizer, optimizer=cell.optimizer,
+        optimizer_factory=partial(build_optimizer, optimizer=trained_optimizer(cell, preset),
                                   schedule=cell.schedule, track_stats=True, model_cfg=model_cfg),
         lr_lambda=step_size,
         beam_size=preset.beam_size,
