@@ -116,6 +116,7 @@ class TableProvider:
     multi_seed: bool = False  # the command takes --seeds
     seeds_help: str = ""  # what --seeds does for this table (default: the frontier's wording)
     agreement_rows: tuple[str, ...] = ()  # rows whose collapse is compared with the paper's
+    warmup_orderings: bool = False  # render the warmup finding's row-pair orderings (Table 2)
     column_titles: Mapping[str, str] = field(default_factory=dict)
     update_rms_plot: bool = False  # also draw the paper's Figure 1 from this table's rows A, G
     companions: tuple[str, ...] = ()  # tables run and rendered with this one (Table 2: Figure 1)
