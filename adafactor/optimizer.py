@@ -218,6 +218,7 @@ class Adafactor(torch.optim.Optimizer):
         self._last_scalars: list[StepScalars] = []
         self._last_params: list[torch.Tensor] = []  # the tensors of _last_stats, in order
         self._warned: set[int] = set()  # tensors already named by the fallback warning
+        self._thresholds: tuple[tuple[int, ...], torch.Tensor] | None = None  # last_update_rms
 
     def __getstate__(self) -> dict[str, Any]:
         """torch's state plus the rounding keys' base: a deepcopy or an unpickled optimizer
@@ -557,6 +558,22 @@ class Adafactor(torch.optim.Optimizer):
             "update_rms": float(update_rms),
             "clipped_fraction": float(clipped),
         }
+
+    def last_update_rms(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(parameters, RMS(U_t) of each, its clip threshold d or inf) for the last step's tensors
+        in groups with track_stats=True, as float32 tensors on the device: no read-back, so a
+        caller may average them over every step without a device sync."""
+        if not self._last_stats:
+            raise RuntimeError("Adafactor.last_update_rms(): no step with gradients and "
+                               "track_stats=True has been taken yet")
+        values = torch.stack([s.update_rms.float() for s in self._last_stats])
+        key = tuple(id(p) for p in self._last_params)
+        cached = self._thresholds
+        if cached is None or cached[0] != key or cached[1].device != values.device:
+            d = {id(p): g["clip_threshold"] for g in self.param_groups for p in g["params"]}
+            limits = [math.inf if d[i] is None else float(d[i]) for i in key]
+            self._thresholds = (key, torch.tensor(limits, device=values.device))
+        return list(self._last_params), values, self._thresholds[1]
 
     def update_rms_by_tensor(self) -> list[tuple[torch.Tensor, float]]:
         """(parameter, RMS(U_t) of its unscaled, unclipped update) for each tensor of the last

@@ -167,6 +167,11 @@ class TranslationModule(pl.LightningModule):
         self.interval_sums = torch.zeros(4, dtype=torch.float64)  # loss, nll, tgt, src tokens
         self.interval_steps = 0
         self.interval_time_s = 0.0
+        # Per-tensor sums over the interval's optimizer steps of RMS(U_t) and of the applied
+        # min(RMS(U_t), d), on the device (no read-back per step); their tensors' ids.
+        self._rms_sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._rms_steps = 0
+        self._rms_params: list[torch.Tensor] = []
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._pending_rng is not None:
@@ -216,6 +221,28 @@ class TranslationModule(pl.LightningModule):
                 if p.grad is not None:
                     p.grad.mul_(scale)
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self._add_update_rms()
+
+    def _add_update_rms(self) -> None:
+        """Add this step's RMS(U_t) per tensor to the interval's sums, so a logged row holds the
+        mean over every step of its interval, not the last step's value."""
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        if optimizer is None or not hasattr(optimizer, "last_update_rms") or not any(
+                g.get("track_stats", False) for g in optimizer.param_groups):
+            return
+        try:
+            params, values, limits = optimizer.last_update_rms()
+        except RuntimeError:  # no step with gradients yet
+            return
+        if self._rms_sums is None or [id(p) for p in params] != [id(p) for p in self._rms_params]:
+            self._rms_sums = (torch.zeros_like(values), torch.zeros_like(values))
+            self._rms_steps, self._rms_params = 0, params
+        self._rms_sums[0].add_(values)
+        self._rms_sums[1].add_(torch.minimum(values, limits))
+        self._rms_steps += 1
+
     def on_train_batch_end(self, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
         self.stop_clock()
 
@@ -248,21 +275,27 @@ class TranslationModule(pl.LightningModule):
             if tracked and hasattr(optimizer, "step_stats") and self.trainer.global_step > 0:
                 for key, value in optimizer.step_stats().items():
                     row[key] = float(value)
-                if hasattr(optimizer, "update_rms_by_tensor"):
-                    row.update(self._matrix_update_rms(optimizer.update_rms_by_tensor()))
+                row.update(self._interval_update_rms())
         return row
 
-    def _matrix_update_rms(self, by_tensor: list[tuple[torch.Tensor, float]]) -> dict[str, float]:
-        """``update_rms_matrices`` (the mean of RMS(U_t) over weight matrices, i.e. tensors of
-        two or more dimensions) and ``update_rms_matrix`` (that of UPDATE_RMS_MATRIX)."""
+    def _interval_update_rms(self) -> dict[str, float]:
+        """The interval's means over its steps: ``update_rms`` (over tensors of RMS(U_t), the
+        unscaled, unclipped update), ``update_rms_matrices`` (over weight matrices, tensors of two
+        or more dims), ``update_rms_matrix`` (UPDATE_RMS_MATRIX's, Figure 1) and
+        ``update_rms_applied_matrices`` (over matrices of the applied min(RMS(U_t), d))."""
+        if self._rms_sums is None or not self._rms_steps:
+            return {}
+        means = (self._rms_sums[0] / self._rms_steps).tolist()
+        applied = (self._rms_sums[1] / self._rms_steps).tolist()
         names = {id(p): n for n, p in self.named_parameters()}
-        matrices = [(names.get(id(p)), v) for p, v in by_tensor if p.dim() >= 2]
-        out: dict[str, float] = {}
+        out: dict[str, float] = {"update_rms": sum(means) / len(means)}
+        matrices = [i for i, p in enumerate(self._rms_params) if p.dim() >= 2]
         if matrices:
-            out["update_rms_matrices"] = sum(v for _, v in matrices) / len(matrices)
-        for name, value in matrices:
-            if name == UPDATE_RMS_MATRIX:
-                out["update_rms_matrix"] = float(value)
+            out["update_rms_matrices"] = sum(means[i] for i in matrices) / len(matrices)
+            out["update_rms_applied_matrices"] = sum(applied[i] for i in matrices) / len(matrices)
+        for i in matrices:
+            if names.get(id(self._rms_params[i])) == UPDATE_RMS_MATRIX:
+                out["update_rms_matrix"] = means[i]
         return out
 
     # --- checkpoints --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The Lightning callback of a cell: metrics.jsonl rows (and their W&B mirror) every
-``log_interval`` steps, a validation loss every ``val_interval``, and the stop on request."""
+``log_interval`` steps, a validation loss at step 0 and every ``val_interval``, and the stop on
+request."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from data.datamodule import TranslationData
@@ -44,6 +46,24 @@ class CellMonitor(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({k: v for k, v in row.items() if k != STEP}, step=row[STEP])
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: TranslationModule) -> None:
+        """The validation loss at step 0, before any update (not on a resume): the curve starts
+        where the model does."""
+        if trainer.global_step != 0:
+            return
+        # The loader's iterator draws a seed from the global RNG: forked, so the training run's
+        # dropout masks and batches are those of a run without this evaluation.
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            row = {STEP: 0, "epoch": trainer.current_epoch,
+                   **pl_module.evaluate(self._loader(), bleu=False)}
+        self._emit(trainer, row)
+
+    def _loader(self) -> Any:
+        if self._val_loader is None:
+            self._val_loader = self.data.val_dataloader()
+        return self._val_loader
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: TranslationModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         pl_module.stop_clock()
@@ -67,9 +87,7 @@ class CellMonitor(Callback):
         if diverged:
             row.update({DIVERGED_FLAG: True, "diverged_step": pl_module.diverged_step})
         elif step % self.preset.val_interval == 0 and step < self.max_steps:
-            if self._val_loader is None:
-                self._val_loader = self.data.val_dataloader()
-            row.update(pl_module.evaluate(self._val_loader, bleu=False))
+            row.update(pl_module.evaluate(self._loader(), bleu=False))
         pl_module.reset_interval()
         self.last_row = row
         self._emit(trainer, row)
