@@ -58,8 +58,11 @@ UPDATE_RMS = "update_rms"  # mean over tensors of RMS(U_t) (Adafactor.step_stats
 # Figure 1's series (models.lightning_module): the mean over weight matrices, and one named matrix
 UPDATE_RMS_MATRICES = "update_rms_matrices"
 UPDATE_RMS_MATRIX = "update_rms_matrix"
+UPDATE_RMS_APPLIED = "update_rms_applied_matrices"  # the mean over matrices of min(RMS(U_t), d)
+PLATEAU_MAX = "plateau_max"  # result.json: experiments.measure.plateau.plateau_maxima
 DIVERGED_FLAG = "diverged"  # a metrics row's flag: the run stopped on this batch
-HISTORY_KEYS = (TRAIN_LOSS, VALID_LOSS, UPDATE_RMS, UPDATE_RMS_MATRICES, UPDATE_RMS_MATRIX)
+HISTORY_KEYS = (TRAIN_LOSS, VALID_LOSS, UPDATE_RMS, UPDATE_RMS_MATRICES, UPDATE_RMS_MATRIX,
+                UPDATE_RMS_APPLIED)
 BLEU = "bleu"
 TOKENIZED_BLEU = "tokenized_bleu"
 PAPER_BLEU = "paper_bleu"

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from adafactor import optimizer_state_bytes
+from experiments.measure.plateau import plateau_maxima, window_steps
 from experiments.run.mirror import summary_keys
 from experiments.run.monitor import CellMonitor
 from experiments.run.trainer import CellSetup
@@ -19,6 +20,8 @@ from experiments.schema import (
     BLEU,
     FINAL,
     FINAL_ROW_KEYS,
+    METRICS_FILE,
+    PLATEAU_MAX,
     RESULT_FILE,
     STEP,
     TOKENIZED_BLEU,
@@ -26,7 +29,7 @@ from experiments.schema import (
     Status,
     bleu_recipe,
 )
-from experiments.store.files import MetricsWriter, atomic_write_json
+from experiments.store.files import MetricsWriter, atomic_write_json, read_metrics
 
 
 def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
@@ -84,6 +87,9 @@ def result_record(setup: CellSetup, trainer: pl.Trainer, monitor: CellMonitor, *
         "process_cpu_time_s": _cpu_time_s(),
         "steps": trainer.global_step,
         "resumed_from_step": resume_step,
+        PLATEAU_MAX: plateau_maxima(
+            read_metrics(setup.out_dir / METRICS_FILE), setup.steps,
+            window_steps(preset.decay_time_rescale, preset.paper_time_factor)),
         "identity": setup.config["identity"],
     }
 

@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from experiments.schema import VALID_LOSS
+from experiments.measure.plateau import SERIES as PLATEAU_SERIES
+from experiments.schema import PLATEAU_MAX, UPDATE_RMS_MATRICES, VALID_LOSS
 from experiments.store.files import atomic_write
 from reproduce.render.collapse_bleu import DIVERGED
 from reproduce.render.collapse_curve import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
@@ -50,6 +51,7 @@ CSV_COLUMNS = (
     "result_cell_id",
     "ordering_bleu_lower",
     "ordering_larger_drop",
+    *(f"plateau_max_{key}" for key in PLATEAU_SERIES),
 )
 
 
@@ -107,6 +109,14 @@ LEGEND = (
 )
 
 
+PLATEAU_LEGEND = (
+    " `max RMS(U)`: over the first half of the run, the largest centred 100-step mean (beta2 "
+    "clock) of RMS(U_t), the unscaled, unclipped update, averaged over weight matrices "
+    "(docs/preregistration.md section 3; `-` for torch Adam and SGD); the CSV also has Figure "
+    "1's matrix and the applied min(RMS(U_t), d)."
+)
+
+
 def _verdict_label(tc: TableCell) -> str:
     if tc.result is None:
         return "-"
@@ -123,11 +133,19 @@ def _summary_lines(data: TableData) -> list[str]:
     return [data.agreement_line()] + ([finding.line()] if finding is not None else [])
 
 
+def _plateau_max(tc: TableCell, key: str) -> float | None:
+    found = (tc.result or {}).get(PLATEAU_MAX) or {}
+    value = found.get(key)
+    return None if value is None else float(value)
+
+
 def markdown(data: TableData) -> str:
     header = ["Row", "Setting"]
+    plateau = data.provider.update_rms_plot
     for column in data.columns:
         title = data.provider.column_title(column)
         header += [f"{title}: ours", f"{title}: curve", f"{title}: paper", f"{title}: BLEU<1/4"]
+        header += [f"{title}: max RMS(U)"] if plateau else []
     lines = [f"# {data.provider.caption}", "", *_provenance_lines(data), "",
              *_summary_lines(data)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -141,8 +159,10 @@ def markdown(data: TableData) -> str:
             paper = _fmt_bleu(tc.cell.paper_bleu)
             entries.append(_mark(paper, tc, ours=False, dagger="†", cross=""))
             entries.append(_yes_no(tc.bleu_collapsed) or "-")
+            if plateau:
+                entries.append(_round(_plateau_max(tc, UPDATE_RMS_MATRICES)) or "-")
         lines.append("| " + " | ".join(entries) + " |")
-    lines += ["", LEGEND, ""]
+    lines += ["", LEGEND + (PLATEAU_LEGEND if plateau else ""), ""]
     return "\n".join(lines)
 
 
@@ -190,6 +210,8 @@ def csv_text(data: TableData) -> str:
                     "cell_id": tc.cell.cell_id,
                     "result_cell_id": r.get("cell_id", ""),
                     **orderings,
+                    **{f"plateau_max_{key}": _round(_plateau_max(tc, key), 4)
+                       for key in PLATEAU_SERIES},
                 }
             )
     return buffer.getvalue()

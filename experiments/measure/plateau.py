@@ -1,0 +1,69 @@
+"""The plateau maximum of RMS(U_t) (docs/preregistration.md section 3): over the first half of a
+run (the warmup ramp or the no-warmup plateau), the largest centred mean over 100 steps of the
+beta2 clock of a cell's logged RMS(U_t) series.
+
+The paper's collapse mechanism is an overshoot of RMS(U_t) while the second-moment estimate lags
+(Figure 1: 2.2 at step ~800 for beta2 = 0.999). The prediction: >= 2 for the unclipped collapse
+rows where the design keeps the paper's time ratio, <= 1 applied for the clipped rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from experiments.schema import (
+    STEP,
+    TRAIN_LOSS,
+    UPDATE_RMS_APPLIED,
+    UPDATE_RMS_MATRICES,
+    UPDATE_RMS_MATRIX,
+)
+
+WINDOW_TAU = 100  # beta2-clock steps in the centred window
+SERIES = (UPDATE_RMS_MATRIX, UPDATE_RMS_MATRICES, UPDATE_RMS_APPLIED)
+
+
+def window_steps(decay_time_rescale: bool, time_factor: float) -> float:
+    """The window in optimizer steps: 100 tau, where tau = t (absolute beta2) or F t (D1')."""
+    return WINDOW_TAU / time_factor if decay_time_rescale else float(WINDOW_TAU)
+
+
+def centred_means(steps: Sequence[int], values: Sequence[float], window: float
+                  ) -> list[float]:
+    """The centred mean at each point of a series logged at evenly spaced steps (each value the
+    mean of its interval): the ``window / spacing`` points around it (at least 1), truncated at
+    the ends of the series."""
+    if len(steps) < 2:
+        return list(values)
+    spacing = steps[1] - steps[0]
+    n = max(1, round(window / spacing))
+    out = []
+    for k in range(len(values)):
+        lo, hi = max(0, k - n // 2), min(len(values), k + (n - 1) // 2 + 1)
+        out.append(sum(values[lo:hi]) / (hi - lo))
+    return out
+
+
+def plateau_maxima(records: Sequence[dict[str, Any]], steps: int, window: float
+                   ) -> dict[str, Any] | None:
+    """{series: largest centred mean with its centre at step <= steps / 2} for each logged series
+    (None for one not logged: torch Adam, SGD), with the window and the last step read; None
+    when no row carries any series."""
+    rows = sorted((r for r in records if TRAIN_LOSS in r and r.get(STEP)),
+                  key=lambda r: r[STEP])
+    out: dict[str, Any] = {"window_steps": window, "through_step": steps // 2}
+    found = False
+    for key in SERIES:
+        points = [(int(r[STEP]), float(r[key])) for r in rows
+                  if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        if not points:
+            out[key] = None
+            continue
+        found = True
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        means = centred_means(xs, ys, window)
+        inside = [m for x, m in zip(xs, means, strict=True) if x <= steps // 2]
+        out[key] = max(inside) if inside else None
+    return out if found else None
