@@ -151,10 +151,11 @@ def test_render_tables_writes_files_and_plots(tmp_path: Path) -> None:
     rendered = render_tables(["table1", "table2"], results, out)
     names = sorted(p.name for r in rendered for p in r.paths)
     for name in ("table2.md", "table2.csv", "table2.tex", "table2_valid_loss.png",
-                 "figure1_update_rms.png", "table1.md", "table1_valid_loss.png"):
+                 "table2_update_rms.png", "table1.md", "table1_valid_loss.png",
+                 "table1_update_rms.png"):
         assert name in names
         assert (out / name).stat().st_size > 0
-    assert (out / "figure1_update_rms.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "table2_update_rms.png").read_bytes()[:8] == PNG_MAGIC
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
 
 

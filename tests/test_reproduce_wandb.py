@@ -90,7 +90,7 @@ def test_render_from_recorded_runs_matches_their_summaries(tmp_path: Path,
     assert float(rows[("A", "yes")]["bleu"]) == pytest.approx(summary["bleu"], abs=0.005)
     assert rows[("Q6", "yes")]["bleu"] == "diverged"
     assert rows[("B", "yes")]["bleu"] == ""  # the crashed run fills nothing
-    assert (tmp_path / "tables" / "figure1_update_rms.png").is_file()
+    assert (tmp_path / "tables" / "table2_update_rms.png").is_file()
 
 
 def test_live_path_without_login_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -53,7 +53,7 @@ class Inputs:
 
 
 def render_grid(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:
-    """<table>.{md,csv,tex}, <table>_valid_loss.png and (Tables 1, 2) figure1_update_rms.png."""
+    """<table>.{md,csv,tex}, <table>_valid_loss.png and (Tables 1, 2) <table>_update_rms.png."""
     levels = load_unigram_levels(inputs.results_dir, provider.source or provider.name)
     data = build_table(provider, inputs.results, inputs.metrics, levels)
     if data.n_results == 0:
@@ -63,7 +63,7 @@ def render_grid(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rende
     if plot is not None:
         paths.append(plot)
     if provider.update_rms_plot:
-        figure = plot_update_rms(inputs.metrics, Path(out_dir) / "figure1_update_rms.png",
+        figure = plot_update_rms(inputs.metrics, Path(out_dir) / f"{provider.name}_update_rms.png",
                                  provider.source or provider.name)
         if figure is not None and figure not in paths:
             paths.append(figure)

@@ -70,10 +70,11 @@ def _no_curve_note(data: TableData, tc: TableCell) -> str:
 
 
 def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str) -> Path | None:
-    """The paper's Figure 1 from rows A (beta2 = 0.999) and G (beta2 = 0.9) with warmup.
+    """RMS(U_t) of this table's rows A (beta2 = 0.999) and G (beta2 = 0.9) with warmup, on the
+    table's own schedule (the paper's Figure 1 schedule is the figure1 provider's).
 
-    Our ``update_rms`` is the mean over parameter tensors of RMS(U_t) (adafactor's step_stats),
-    where the paper plots one weight matrix; None when neither row has the series.
+    ``update_rms`` is each logged interval's mean over steps of the mean over parameter tensors
+    of RMS(U_t), where the paper plots one weight matrix; None when neither row has the series.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     plotted = False
@@ -88,7 +89,8 @@ def plot_update_rms(load_metrics: MetricsLoader, path: Path, table: str) -> Path
     ax.axhline(1.0, linestyle="--", color="gray", linewidth=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("RMS of the unscaled update U_t")
-    ax.set_title("Figure 1: RMS(U_t) with warmup (mean over parameter tensors)", fontsize=9)
+    ax.set_title(f"{table}: RMS(U_t) of rows A and G with warmup (mean over parameter tensors; "
+                 "not the paper's Figure 1 schedule)", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
