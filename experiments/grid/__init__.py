@@ -252,7 +252,10 @@ TABLE2 = _paper_table(
     "table2", "Table 2", TABLE2_ROWS, row_columns=grid_columns(WARMUP_COLUMNS),
     build_cell=_build_table2("table2"), update_rms_plot=True, companions=("figure1",),
     agreement_rows=tuple(r for r in TABLE2_ROWS if r not in _SGD_MULTIPLIERS),  # A-P, 32 cells
-    warmup_orderings=True,
+    warmup_orderings=True, multi_seed=True,
+    seeds_help="cell seeds, comma-separated (default 0): each cell runs once per seed; the table "
+    "shows each cell's mean BLEU and range, and each seed's verdicts and orderings "
+    "(the CSV has one row per cell and seed). Example: --seeds 0,1,2",
     caption="Table 2: BLEU per optimizer variant, with and without warmup (s_t = min(1e-6 t, "
     "1/sqrt t) with warmup, min(1e-2, 1/sqrt t) without).",
 )

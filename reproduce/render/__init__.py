@@ -27,7 +27,7 @@ from reproduce.render.frontier_text import frontier_csv, frontier_markdown
 from reproduce.render.sensitivity_data import build_sensitivity
 from reproduce.render.sensitivity_plot import plot_sensitivity
 from reproduce.render.sensitivity_text import sensitivity_csv, sensitivity_markdown
-from reproduce.render.table_data import build_table
+from reproduce.render.table_data import build_seed_tables
 from reproduce.render.table_plots import plot_update_rms, plot_valid_loss
 from reproduce.render.table_text import markdown, write_table_files
 
@@ -55,10 +55,11 @@ class Inputs:
 def render_grid(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:
     """<table>.{md,csv,tex}, <table>_valid_loss.png and (Tables 1, 2) <table>_update_rms.png."""
     levels = load_unigram_levels(inputs.results_dir, provider.source or provider.name)
-    data = build_table(provider, inputs.results, inputs.metrics, levels)
-    if data.n_results == 0:
+    datas = build_seed_tables(provider, inputs.results, inputs.metrics, levels)
+    data = datas[0]  # the valid-loss panels show the first seed
+    if sum(d.n_results for d in datas) == 0:
         return None
-    paths = write_table_files(data, out_dir)
+    paths = write_table_files(datas, out_dir)
     plot = plot_valid_loss(data, inputs.metrics, Path(out_dir) / f"{data.table}_valid_loss.png")
     if plot is not None:
         paths.append(plot)
@@ -67,7 +68,7 @@ def render_grid(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rende
                                  provider.source or provider.name)
         if figure is not None and figure not in paths:
             paths.append(figure)
-    return Rendered(provider.name, markdown(data), paths)
+    return Rendered(provider.name, markdown(datas), paths)
 
 
 def render_sweep(provider: TableProvider, inputs: Inputs, out_dir: Path) -> Rendered | None:

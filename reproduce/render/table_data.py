@@ -62,6 +62,7 @@ class TableData:
     columns: tuple[str, ...]
     cells: dict[tuple[str, str], TableCell]
     provenance: dict[str, list[str]] = field(default_factory=dict)
+    seed: int = 0
 
     @property
     def unigram_levels(self) -> list[float]:
@@ -118,16 +119,39 @@ class TableData:
         return line
 
 
+def result_seeds(table: str | TableProvider, results: Iterable[dict[str, Any]]) -> list[int]:
+    """The seeds of the table's cells (or its source table's) that have a result; [0] if none."""
+    provider = table_provider(table) if isinstance(table, str) else table
+    prefix = f"{provider.source or provider.name}/"
+    seeds = set()
+    for r in results:
+        last = str(r.get("cell_id", "")).rsplit("/", 1)[-1]
+        if str(r.get("cell_id", "")).startswith(prefix) and last[4:].isdigit() \
+                and last.startswith("seed"):
+            seeds.add(int(last[4:]))
+    return sorted(seeds) or [0]
+
+
+def build_seed_tables(table: str | TableProvider, results: Iterable[dict[str, Any]],
+                      load_metrics: MetricsLoader | None = None,
+                      unigram_levels: Mapping[str, float] | None = None) -> list[TableData]:
+    """One TableData per seed that has results (`build_table` for each)."""
+    results = list(results)
+    return [build_table(table, results, load_metrics, unigram_levels, seed=seed)
+            for seed in result_seeds(table, results)]
+
+
 def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],
                 load_metrics: MetricsLoader | None = None,
-                unigram_levels: Mapping[str, float] | None = None) -> TableData:
-    """Match results to the cells of ``table`` (seed 0), read each run's verdict from its curve
-    (``load_metrics``: cell id -> metrics records; ``unigram_levels``: cell id -> the level its
-    curve is read against) and apply the secondary BLEU rule per column."""
+                unigram_levels: Mapping[str, float] | None = None, *, seed: int = 0
+                ) -> TableData:
+    """Match results to the cells of ``table`` of one seed, read each run's verdict from its
+    curve (``load_metrics``: cell id -> metrics records; ``unigram_levels``: cell id -> the level
+    its curve is read against) and apply the secondary BLEU rule per column."""
     provider = table_provider(table) if isinstance(table, str) else table
     by_id = {r["cell_id"]: r for r in results if "cell_id" in r}
     levels = unigram_levels or {}
-    grid = provider.cells()
+    grid = provider.cells(seeds=(seed,))
     rows = tuple(dict.fromkeys(c.row for c in grid))
     columns = tuple(dict.fromkeys(c.column for c in grid))
     cells: dict[tuple[str, str], TableCell] = {}
@@ -148,6 +172,6 @@ def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],
         paper = collapsed_cells({row: c.cell.paper_bleu for row, c in in_column.items()})
         for row, tc in in_column.items():
             tc.bleu_collapsed, tc.paper_collapsed = ours[row], paper[row]
-    data = TableData(provider, rows, columns, cells)
+    data = TableData(provider, rows, columns, cells, seed=seed)
     data.provenance = provenance(c.result for c in cells.values() if c.result is not None)
     return data

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments.measure.plateau import SERIES as PLATEAU_SERIES
 from experiments.schema import PLATEAU_MAX, UPDATE_RMS_MATRICES, VALID_LOSS
 from experiments.store.files import atomic_write
-from reproduce.render.collapse_bleu import DIVERGED
+from reproduce.render.collapse_bleu import DIVERGED, bleu_value
 from reproduce.render.collapse_curve import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.render.orderings import WarmupFinding, warmup_finding
 from reproduce.render.provenance import arithmetic_line, joined, recorded_numerics
@@ -30,6 +31,7 @@ CSV_COLUMNS = (
     "table",
     "row",
     "column",
+    "seed",
     "warmup",
     "bleu",
     "paper_bleu",
@@ -73,8 +75,48 @@ def _mark(text: str, tc: TableCell, *, ours: bool, dagger: str, cross: str) -> s
     return text
 
 
-def _provenance_lines(data: TableData) -> list[str]:
-    p = data.provenance
+Tables = TableData | Sequence[TableData]
+
+
+def _by_seed(tables: Tables) -> list[TableData]:
+    """One TableData per seed (a single TableData is one seed)."""
+    return [tables] if isinstance(tables, TableData) else list(tables)
+
+
+def _ours(tcs: Sequence[TableCell], *, dagger: str, cross: str) -> str:
+    """Our BLEU of one cell over its seeds: the value (one seed), or the mean with the range
+    (diverged counts as 0); collapsed and disagreeing marks where every run seed says so."""
+    if len(tcs) == 1:
+        return _mark(_fmt_bleu(tcs[0].bleu), tcs[0], ours=True, dagger=dagger, cross=cross)
+    run = [tc for tc in tcs if tc.result is not None]
+    if not run:
+        return "-"
+    values = [bleu_value(tc.bleu) for tc in run]
+    if all(tc.bleu == DIVERGED for tc in run):
+        text = DIVERGED
+    else:
+        text = f"{sum(values) / len(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+    if all(tc.collapsed for tc in run):
+        text += f" {dagger}"
+    if all(tc.agrees is False for tc in run):
+        text += f" {cross}"
+    return text
+
+
+def _per_seed(tcs: Sequence[TableCell], text: Callable[[TableCell], str]) -> str:
+    return "/".join(text(tc) for tc in tcs)
+
+
+def _merged_provenance(datas: Sequence[TableData]) -> dict[str, list[str]]:
+    merged: dict[str, dict[str, None]] = {}
+    for data in datas:
+        for key, values in data.provenance.items():
+            merged.setdefault(key, {}).update(dict.fromkeys(values))
+    return {k: list(v) for k, v in merged.items()}
+
+
+def _provenance_lines(data: TableData, datas: Sequence[TableData] = ()) -> list[str]:
+    p = _merged_provenance(datas) if len(datas) > 1 else data.provenance
 
     def field(key: str, missing: str = "unknown") -> str:
         return joined(p.get(key) or [], missing)
@@ -88,7 +130,8 @@ def _provenance_lines(data: TableData) -> list[str]:
         arithmetic_line(p),
         PAPER_SETUP,
         _unigram_line(data),
-    ]
+    ] + ([f"Seeds: {', '.join(str(d.seed) for d in datas)}; each cell shows our mean BLEU with "
+          "its range, and each seed's verdict."] if len(datas) > 1 else [])
 
 
 def _unigram_line(data: TableData) -> str:
@@ -127,10 +170,18 @@ def _finding(data: TableData) -> WarmupFinding | None:
     return warmup_finding(data) if data.provider.warmup_orderings else None
 
 
-def _summary_lines(data: TableData) -> list[str]:
-    """The agreement with the paper and, for Table 2, the warmup finding's orderings."""
-    finding = _finding(data)
-    return [data.agreement_line()] + ([finding.line()] if finding is not None else [])
+def _summary_lines(tables: Tables) -> list[str]:
+    """The agreement with the paper and, for Table 2, the warmup finding's orderings; with
+    several seeds, each seed's."""
+    datas = _by_seed(tables)
+    lines = []
+    for data in datas:
+        prefix = f"Seed {data.seed}: " if len(datas) > 1 else ""
+        finding = _finding(data)
+        lines.append(prefix + data.agreement_line())
+        if finding is not None:
+            lines.append(prefix + finding.line())
+    return lines
 
 
 def _plateau_max(tc: TableCell, key: str) -> float | None:
@@ -139,30 +190,37 @@ def _plateau_max(tc: TableCell, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def markdown(data: TableData) -> str:
+def markdown(tables: Tables) -> str:
+    datas = _by_seed(tables)
+    data = datas[0]
     header = ["Row", "Setting"]
     plateau = data.provider.update_rms_plot
     for column in data.columns:
         title = data.provider.column_title(column)
         header += [f"{title}: ours", f"{title}: curve", f"{title}: paper", f"{title}: BLEU<1/4"]
         header += [f"{title}: max RMS(U)"] if plateau else []
-    lines = [f"# {data.provider.caption}", "", *_provenance_lines(data), "",
-             *_summary_lines(data)]
+    lines = [f"# {data.provider.caption}", "", *_provenance_lines(data, datas), "",
+             *_summary_lines(datas)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in data.rows:
         first = data.cell(row, data.columns[0])
         entries = [row, first.cell.description]
         for column in data.columns:
-            tc = data.cell(row, column)
-            entries.append(_mark(_fmt_bleu(tc.bleu), tc, ours=True, dagger="†", cross="✗"))
-            entries.append(_verdict_label(tc))
-            paper = _fmt_bleu(tc.cell.paper_bleu)
-            entries.append(_mark(paper, tc, ours=False, dagger="†", cross=""))
-            entries.append(_yes_no(tc.bleu_collapsed) or "-")
+            tcs = [d.cell(row, column) for d in datas]
+            entries.append(_ours(tcs, dagger="†", cross="✗"))
+            entries.append(_per_seed(tcs, _verdict_label))
+            paper = _fmt_bleu(tcs[0].cell.paper_bleu)
+            entries.append(_mark(paper, tcs[0], ours=False, dagger="†", cross=""))
+            entries.append(_per_seed(tcs, lambda tc: _yes_no(tc.bleu_collapsed) or "-"))
             if plateau:
-                entries.append(_round(_plateau_max(tc, UPDATE_RMS_MATRICES)) or "-")
+                found = [v for tc in tcs if (v := _plateau_max(tc, UPDATE_RMS_MATRICES))
+                         is not None]
+                entries.append(_round(sum(found) / len(found)) if found else "-")
         lines.append("| " + " | ".join(entries) + " |")
-    lines += ["", LEGEND + (PLATEAU_LEGEND if plateau else ""), ""]
+    seeds_legend = (" With several seeds, `†` and `✗` mark a cell where every seed says so, "
+                    "the curve and BLEU<1/4 columns give each seed's mark (seed order), and max "
+                    "RMS(U) is the mean over seeds." if len(datas) > 1 else "")
+    lines += ["", LEGEND + (PLATEAU_LEGEND if plateau else "") + seeds_legend, ""]
     return "\n".join(lines)
 
 
@@ -170,10 +228,17 @@ def _yes_no(flag: bool | None) -> str:
     return "" if flag is None else ("yes" if flag else "no")
 
 
-def csv_text(data: TableData) -> str:
+def csv_text(tables: Tables) -> str:
+    """One row per cell and seed."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
+    for data in _by_seed(tables):
+        _csv_rows(writer, data)
+    return buffer.getvalue()
+
+
+def _csv_rows(writer: csv.DictWriter, data: TableData) -> None:
     finding = _finding(data)
     orderings = {"ordering_bleu_lower": "", "ordering_larger_drop": ""}
     if finding is not None:
@@ -190,6 +255,7 @@ def csv_text(data: TableData) -> str:
                     "table": data.table,
                     "row": row,
                     "column": column,
+                    "seed": data.seed,
                     "warmup": _yes_no(tc.cell.warmup),
                     "bleu": "" if bleu is None else (bleu if bleu == DIVERGED else f"{bleu:.2f}"),
                     "paper_bleu": tc.cell.paper_bleu,
@@ -214,7 +280,6 @@ def csv_text(data: TableData) -> str:
                        for key in PLATEAU_SERIES},
                 }
             )
-    return buffer.getvalue()
 
 
 def _round(value: Any, digits: int = 2) -> str:
@@ -235,7 +300,9 @@ def _tex(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def latex(data: TableData) -> str:
+def latex(tables: Tables) -> str:
+    datas = _by_seed(tables)
+    data = datas[0]
     spec = "ll" + "rr" * len(data.columns)
     head1 = " & ".join(
         [" ", " "] + [rf"\multicolumn{{2}}{{c}}{{{_tex(data.provider.column_title(c))}}}"
@@ -244,8 +311,8 @@ def latex(data: TableData) -> str:
     head2 = " & ".join(["Row", "Setting"] + ["ours", "paper"] * len(data.columns))
     lines = [
         "% Generated by `python -m reproduce render " + data.table + "`; do not edit by hand.",
-        *("% " + line for line in _provenance_lines(data)),
-        *("% " + line for line in _summary_lines(data)),
+        *("% " + line for line in _provenance_lines(data, datas)),
+        *("% " + line for line in _summary_lines(datas)),
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
@@ -260,7 +327,8 @@ def latex(data: TableData) -> str:
         entries = [_tex(row), _tex(first.cell.description)]
         for column in data.columns:
             tc = data.cell(row, column)
-            ours = _mark(_fmt_bleu(tc.bleu), tc, ours=True, dagger=r"$^\dagger$", cross=r"$\times$")
+            ours = _ours([d.cell(row, column) for d in datas], dagger=r"$^\dagger$",
+                         cross=r"$\times$")
             paper = _mark(_fmt_bleu(tc.cell.paper_bleu), tc, ours=False, dagger=r"$^\dagger$",
                           cross="")
             entries += ["--" if ours == "-" else ours, "--" if paper == "-" else paper]
@@ -268,7 +336,7 @@ def latex(data: TableData) -> str:
     lines += [
         r"\hline",
         r"\end{tabular}",
-        rf"\caption{{{_tex(data.provider.caption)} {_tex(data.agreement_line())}. "
+        rf"\caption{{{_tex(data.provider.caption)} {_tex('; '.join(_agreements(datas)))}. "
         r"$^\dagger$: collapsed (ours: read from the validation-loss curve, see the "
         r"markdown table; the paper's: BLEU below a quarter of the best in its column); "
         r"$\times$: our collapse disagrees with the paper's.}",
@@ -279,11 +347,20 @@ def latex(data: TableData) -> str:
     return "\n".join(lines)
 
 
-def write_table_files(data: TableData, out_dir: Path) -> list[Path]:
+def _agreements(datas: Sequence[TableData]) -> list[str]:
+    if len(datas) == 1:
+        return [datas[0].agreement_line()]
+    return [f"seed {d.seed}: {d.agreement_line()}" for d in datas]
+
+
+def write_table_files(tables: Tables, out_dir: Path) -> list[Path]:
     """<out_dir>/<table>.md, .csv and .tex; returns their paths."""
     out_dir = Path(out_dir)
+    datas = _by_seed(tables)
+    data = datas[0]
     paths = []
-    for suffix, text in (("md", markdown(data)), ("csv", csv_text(data)), ("tex", latex(data))):
+    for suffix, text in (("md", markdown(datas)), ("csv", csv_text(datas)),
+                         ("tex", latex(datas))):
         path = out_dir / f"{data.table}.{suffix}"
         atomic_write(path, text)
         paths.append(path)
