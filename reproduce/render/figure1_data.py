@@ -21,6 +21,7 @@ from experiments.grid.figure1 import (
 )
 from experiments.store.files import MetricsLoader, series
 from models.config import UPDATE_RMS_MATRIX
+from reproduce.render.mechanism import PAPER_MECHANISM, Mechanism, table_mechanism
 
 SERIES = (("matrix", "update_rms_matrix"), ("mean", "update_rms_matrices"))
 SERIES_TITLES = {"matrix": f"one matrix ({UPDATE_RMS_MATRIX.removeprefix('model.')})",
@@ -36,6 +37,7 @@ class Figure1Data:
     curves: dict[tuple[str, str], tuple[list[int], list[float]]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     steps_run: dict[str, int] = field(default_factory=dict)
+    mechanism: Mechanism | None = None
 
     @property
     def n_results(self) -> int:
@@ -72,6 +74,7 @@ def build_figure1(results: list[dict[str, Any]], load_metrics: MetricsLoader,
             steps, values = series(records, key)
             if steps:
                 data.curves[(row, name)] = trailing_mean(steps, values, SMOOTHING_WINDOW)
+    data.mechanism = table_mechanism(FIGURE1, seed, by_id, load_metrics)
     return data
 
 
@@ -112,6 +115,11 @@ def figure1_markdown(data: Figure1Data) -> str:
               + ", ".join(f"{v:g} at step {s}" for s, v in PAPER_FIGURE1_POINTS["A"])
               + "; row G within " + ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in
                                                PAPER_FIGURE1_BANDS.values()) + "."]
+    if data.mechanism is not None:
+        lines += ["", "The mechanism numbers of docs/preregistration.md section 2 (centred "
+                  "100-step mean; a reference, not used by the design rule): ours "
+                  f"{data.mechanism.text()}; the paper's read-offs under the same window: "
+                  f"{PAPER_MECHANISM.text()}."]
     if data.missing:
         lines += ["", "Not run yet: " + ", ".join(data.missing) + "."]
     return "\n".join(lines) + "\n"

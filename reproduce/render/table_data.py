@@ -20,6 +20,7 @@ from experiments.grid.registry import source_cell
 from experiments.store.files import MetricsLoader
 from reproduce.render.collapse_bleu import DIVERGED, collapsed_cells
 from reproduce.render.collapse_curve import Verdict, run_verdict
+from reproduce.render.mechanism import Mechanism, table_mechanism
 from reproduce.render.provenance import provenance
 
 
@@ -63,6 +64,7 @@ class TableData:
     cells: dict[tuple[str, str], TableCell]
     provenance: dict[str, list[str]] = field(default_factory=dict)
     seed: int = 0
+    mechanism: Mechanism | None = None  # Figure 1's numbers from rows A and G (Tables 1, 2)
 
     @property
     def unigram_levels(self) -> list[float]:
@@ -173,5 +175,8 @@ def build_table(table: str | TableProvider, results: Iterable[dict[str, Any]],
         for row, tc in in_column.items():
             tc.bleu_collapsed, tc.paper_collapsed = ours[row], paper[row]
     data = TableData(provider, rows, columns, cells, seed=seed)
+    if provider.update_rms_plot and load_metrics is not None:
+        data.mechanism = table_mechanism(provider.source or provider.name, seed, by_id,
+                                         load_metrics)
     data.provenance = provenance(c.result for c in cells.values() if c.result is not None)
     return data

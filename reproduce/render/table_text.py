@@ -181,6 +181,11 @@ def _summary_lines(tables: Tables) -> list[str]:
         lines.append(prefix + data.agreement_line())
         if finding is not None:
             lines.append(prefix + finding.line())
+        if data.mechanism is not None:
+            lines.append(prefix + "Figure 1's mechanism on this table's rows A and G with warmup "
+                         "(RMS(U_t) of one matrix, centred 100-step mean of the beta2 clock; "
+                         "docs/preregistration.md section 2; paper: u 0.43 at 300, o 2.20 at "
+                         f"830, tau_s 2000, G 0.8-1.13): {data.mechanism.text()}.")
     return lines
 
 
