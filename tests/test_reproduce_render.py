@@ -180,3 +180,14 @@ def _table(table: str, results_dir: Path) -> TableData:
     inputs = Inputs(json.loads(json.dumps(_load(results_dir))), results_dir)
     return build_table(table, inputs.results, inputs.metrics,
                        load_unigram_levels(results_dir, "table2" if table == "table1" else table))
+
+
+def test_each_csv_row_records_its_commit_and_arithmetic(tmp_path: Path) -> None:
+    results, out = tmp_path / "results", tmp_path / "tables"
+    result = write_result(results, "table2/A/warmup/seed0", 10.0)
+    render_tables(["table2"], results, out)
+    row = next(r for r in csv.DictReader((out / "table2.csv").open()) if r["bleu"])
+    recorded = result["identity"]["recorded"]
+    assert row["numerics"] == recorded["numerics"] and recorded["git_commit"]
+    assert row["git_commit"].removesuffix("+dirty") == recorded["git_commit"]
+    assert row["git_commit"].endswith("+dirty") == bool(recorded["git_dirty"])

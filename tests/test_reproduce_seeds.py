@@ -55,3 +55,4 @@ def test_figure1_runs_seed_0_beside_a_multi_seed_table2() -> None:
     figure1 = [c for c in cells if c.table == "figure1"]
     assert len(table2) == 2 * 2 * 3 and {c.seed for c in table2} == {0, 1, 2}
     assert len(figure1) == 2 and {c.seed for c in figure1} == {0}
+

@@ -44,6 +44,14 @@ def recorded_numerics(result: dict[str, Any]) -> str:
     return str(((result.get("identity") or {}).get("recorded") or {}).get("numerics") or "")
 
 
+def recorded_commit(result: dict[str, Any]) -> str:
+    """The git commit of the code a result ran on (with "+dirty" when its tree had changes),
+    or "" when it was not recorded."""
+    recorded = (result.get("identity") or {}).get("recorded") or {}
+    commit = recorded.get("git_commit")
+    return "" if not commit else str(commit) + ("+dirty" if recorded.get("git_dirty") else "")
+
+
 def arithmetic_line(p: dict[str, list[str]]) -> str:
     """Which arithmetic the results ran on (experiments.identity), as a sentence."""
     return (f"Arithmetic (torch; CPU instruction set; CPU): "

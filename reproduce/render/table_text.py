@@ -20,7 +20,12 @@ from experiments.store.files import atomic_write
 from reproduce.render.collapse_bleu import DIVERGED, bleu_value
 from reproduce.render.collapse_curve import GIVE_BACK_FRACTION, SLOW_FRACTION, UNIGRAM_FRACTION
 from reproduce.render.orderings import WarmupFinding, warmup_finding
-from reproduce.render.provenance import arithmetic_line, joined, recorded_numerics
+from reproduce.render.provenance import (
+    arithmetic_line,
+    joined,
+    recorded_commit,
+    recorded_numerics,
+)
 from reproduce.render.table_data import TableCell, TableData
 
 PAPER_SETUP = (
@@ -48,6 +53,7 @@ CSV_COLUMNS = (
     "steps",
     "scale",
     "numerics",
+    "git_commit",
     "description",
     "cell_id",
     "result_cell_id",
@@ -277,6 +283,7 @@ def _csv_rows(writer: csv.DictWriter, data: TableData) -> None:
                     "steps": r.get("steps", ""),
                     "scale": r.get("scale", ""),
                     "numerics": recorded_numerics(r),
+                    "git_commit": recorded_commit(r),
                     "description": tc.cell.description,
                     "cell_id": tc.cell.cell_id,
                     "result_cell_id": r.get("cell_id", ""),
