@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from experiments.benchmarks import gpu_check
 
@@ -30,3 +31,12 @@ def test_unknown_part_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["--dry-run", "--parts", "step,nope", "--out", str(tmp_path / "x.json")])
     assert "unknown part(s) ['nope']" in capsys.readouterr().err
+
+
+def test_the_fsdp2_part_leaves_no_rendezvous_port_behind(tmp_path, monkeypatch):
+    """It set MASTER_PORT=29517 in the caller's environment: every later gloo run of the test
+    suite inherited it and failed with EADDRINUSE."""
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    gpu_check.main(["--dry-run", "--parts", "fsdp2", "--out", str(tmp_path / "x.json")])
+    assert "MASTER_PORT" not in os.environ and "MASTER_ADDR" not in os.environ

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -189,11 +188,9 @@ def part_fsdp2(device: torch.device, dry: bool) -> dict[str, Any]:
     steps, batch, length = (4, 4, 16) if dry else (20, 32, 128)
     batches = _random_batches(cfg.vocab_size, steps, batch, length)
     started = not dist.is_initialized()
-    if started:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29517")
+    if started:  # an in-process store: no port, and no MASTER_* left for later processes
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0,
-                                world_size=1)
+                                world_size=1, store=dist.HashStore())
     try:
         mesh = init_device_mesh(device.type, (1,))
         torch.manual_seed(0)
