@@ -138,3 +138,29 @@ def test_sensitivity_command_end_to_end(tmp_path: Path) -> None:
     assert all(rows[(r, c)]["lr_sensitivity"] for r in "BH" for c in ("warmup", "no-warmup"))
     assert "Unigram level: " in done.stdout and "not measured" not in done.stdout
     assert (tables / "sensitivity.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_the_edge_grid_of_design_d3(tmp_path: Path) -> None:
+    """sensitivity-edge: rows of D3 at m = 10^(k/10), k = 10..15 (ids with 3 digits), and the
+    edge ordering with ties at 1/2: A's edge 12.6 below H's 20.0 (1), C's 20.0 = H's (1/2)."""
+    cells = table_cells("sensitivity-edge")
+    assert len(cells) == 12 * 2 * 6
+    assert {c.column for c in cells if c.row == "A"} >= {"no-warmup-m12.6", "warmup-m31.6"}
+    cell = get_cell("sensitivity-edge/A/no-warmup-m25.1/seed0")
+    assert cell.lr_multiplier == pytest.approx(10**1.4)
+    results, out = tmp_path / "results", tmp_path / "tables"
+    edges = {"A": 12.6, "C": 20.0, "H": 20.0}
+    ids = []
+    for row, edge in edges.items():
+        for k in range(10, 16):
+            m = float(f"{10 ** (k / 10):.3g}")
+            cell_id = f"sensitivity-edge/{row}/no-warmup-m{m:.3g}/seed0"
+            _cell(results, cell_id, [5.0, 3.0, 2.0], 1.9 if m <= edge else None)
+            ids.append(cell_id)
+    atomic_write_json(unigram_path(results, "sensitivity-edge"), {"levels": [
+        {"settings": {}, "unigram_loss": LEVEL, "cells": ids}]})
+    [rendered] = render_tables(["sensitivity-edge"], results, out)
+    assert "The stability edge (design D3" in rendered.markdown
+    assert "Edge ordering (design D3, ties count 1/2): 1.5/2 pairs" in rendered.markdown
+    rows = {r["row"]: r for r in csv.DictReader((out / "sensitivity-edge.csv").open())}
+    assert rows["A"]["largest_stable_multiplier"] == "12.6" and "final_loss_m15.8" in rows["A"]

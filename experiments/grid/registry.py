@@ -36,8 +36,8 @@ REGISTRY = Registry([
         "about 5 s) where <results-dir>/frontier/base_state_bytes.json lacks it",
     ),
     figure1.PROVIDER,
-    replace(sensitivity.PROVIDER, prepare=_measure_unigram_levels(sensitivity.PROVIDER),
-            **UNIGRAM_PREPARE),
+    *(replace(p, prepare=_measure_unigram_levels(p), **UNIGRAM_PREPARE)
+      for p in (sensitivity.PROVIDER, sensitivity.EDGE_PROVIDER)),
 ])
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.grid import sensitivity
 from experiments.grid.cells import TableProvider
 from experiments.grid.registry import provider as table_provider
 from experiments.schema import METRICS_FILE
@@ -102,7 +103,8 @@ def render_sensitivity(provider: TableProvider, inputs: Inputs, out_dir: Path
                        ) -> Rendered | None:
     """<table>.{md,csv,png}: the LR-sensitivity grid, its gaps named."""
     levels = load_unigram_levels(inputs.results_dir, provider.name)
-    data = build_sensitivity(inputs.results, inputs.metrics, levels)
+    data = build_sensitivity(inputs.results, inputs.metrics, levels,
+                             grid=sensitivity.GRIDS[provider.name])
     if data.n_results == 0:
         return None
     return _write_text_and_plot(provider.name, sensitivity_markdown(data), sensitivity_csv(data),

@@ -17,12 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.grid import TABLE2, WARMUP_COLUMNS
-from experiments.grid.sensitivity import (
-    MULTIPLIERS,
-    SENSITIVITY,
-    SENSITIVITY_ROWS,
-    multiplier_column,
-)
+from experiments.grid.sensitivity import GRID, MultiplierGrid, multiplier_column
 from experiments.schema import VALID_LOSS
 from experiments.store.files import MetricsLoader, series
 from reproduce.render.collapse_bleu import collapsed_cells
@@ -46,6 +41,7 @@ class GridCell:
     row: str
     column: str
     paper_collapsed: bool | None
+    multipliers: tuple[float, ...] = GRID.multipliers
     runs: dict[float, list[Run]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
@@ -77,11 +73,11 @@ class GridCell:
         return max(stable) if stable else None
 
     def complete(self) -> bool:
-        return not self.missing and all(self.collapsed(m) is not None for m in MULTIPLIERS)
+        return not self.missing and all(self.collapsed(m) is not None for m in self.multipliers)
 
     def lr_sensitivity(self) -> float | None:
         initial = self.initial_loss()
-        finals = {m: self.final_loss(m) for m in MULTIPLIERS if self.runs.get(m)}
+        finals = {m: self.final_loss(m) for m in self.multipliers if self.runs.get(m)}
         finals = {m: v for m, v in finals.items() if v is not None}
         if initial is None or not finals:
             return None
@@ -95,6 +91,7 @@ class SensitivityData:
     seeds: tuple[int, ...]
     unigram: dict[float, int]  # unigram level -> number of runs compared with it
     n_results: int = 0
+    grid: MultiplierGrid = GRID
 
     def missing(self) -> list[str]:
         return [cid for c in self.cells.values() for cid in c.missing]
@@ -113,6 +110,18 @@ class SensitivityData:
                     right += (b.largest_stable() or 0.0) < (g.largest_stable() or 0.0)
         return right, total
 
+    def edge_ordering(self) -> tuple[float, int]:
+        """(score, pairs with both grids complete) of design D3: 1 when the paper-collapse row's
+        no-warmup edge is smaller, 1/2 when they tie, 0 otherwise (none stable = 0)."""
+        cold = {r: c for (r, col), c in self.cells.items() if col == "no-warmup"}
+        pairs = [(b, g) for b in cold.values() if b.paper_collapsed and b.complete()
+                 for g in cold.values() if g.paper_collapsed is False and g.complete()]
+        score = 0.0
+        for b, g in pairs:
+            eb, eg = b.largest_stable() or 0.0, g.largest_stable() or 0.0
+            score += 1.0 if eb < eg else 0.5 if eb == eg else 0.0
+        return score, len(pairs)
+
 
 def _initial_loss(records: list[dict[str, Any]]) -> float | None:
     steps, values = series(records, "train_loss")
@@ -129,21 +138,22 @@ def _paper_marks() -> dict[tuple[str, str], bool | None]:
 
 
 def build_sensitivity(results: Sequence[dict[str, Any]], load_metrics: MetricsLoader,
-                      unigram_levels: dict[str, float],
-                      rows: Sequence[str] = SENSITIVITY_ROWS) -> SensitivityData:
-    """The grid from the sensitivity results; the seeds are those any result was run with."""
+                      unigram_levels: dict[str, float], rows: Sequence[str] | None = None,
+                      grid: MultiplierGrid = GRID) -> SensitivityData:
+    """The grid from its results; the seeds are those any result was run with."""
+    rows = grid.rows if rows is None else rows
     by_id = {r["cell_id"]: r for r in results
-             if str(r.get("cell_id", "")).startswith(f"{SENSITIVITY}/")}
+             if str(r.get("cell_id", "")).startswith(f"{grid.name}/")}
     seeds = tuple(sorted({int(r["seed"]) for r in by_id.values()})) or (0,)
     marks = _paper_marks()
     cells: dict[tuple[str, str], GridCell] = {}
     unigram: dict[float, int] = {}
     for row in rows:
         for column in WARMUP_COLUMNS:
-            cell = GridCell(row, column, marks.get((row, column)))
-            for m in MULTIPLIERS:
+            cell = GridCell(row, column, marks.get((row, column)), grid.multipliers)
+            for m in grid.multipliers:
                 for seed in seeds:
-                    cell_id = f"{SENSITIVITY}/{row}/{multiplier_column(column, m)}/seed{seed}"
+                    cell_id = f"{grid.name}/{row}/{multiplier_column(column, m)}/seed{seed}"
                     result = by_id.get(cell_id)
                     if result is None:
                         cell.missing.append(cell_id)
@@ -151,7 +161,7 @@ def build_sensitivity(results: Sequence[dict[str, Any]], load_metrics: MetricsLo
                     cell.runs.setdefault(m, []).append(
                         _run(cell_id, result, load_metrics(cell_id), unigram_levels, unigram))
             cells[(row, column)] = cell
-    return SensitivityData(cells, seeds, unigram, n_results=len(by_id))
+    return SensitivityData(cells, seeds, unigram, n_results=len(by_id), grid=grid)
 
 
 def _run(cell_id: str, result: dict[str, Any], records: list[dict[str, Any]],

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments.grid.sensitivity import MULTIPLIERS
 from reproduce.render.png import plt, save_png
 from reproduce.render.sensitivity_data import SensitivityData
 from reproduce.render.sensitivity_text import COLUMN_TITLES
@@ -26,7 +25,7 @@ def plot_sensitivity(data: SensitivityData, path: Path) -> Path | None:
     for ax, row in zip(axes.flat, rows, strict=False):
         for column, title in COLUMN_TITLES.items():
             cell = data.cells[(row, column)]
-            points = [(m, cell.final_loss(m)) for m in MULTIPLIERS]
+            points = [(m, cell.final_loss(m)) for m in data.grid.multipliers]
             points = [(m, v) for m, v in points if v is not None]
             if not points:
                 continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from experiments.grid.sensitivity import CALIBRATION_CELL, MULTIPLIERS
+from experiments.grid.sensitivity import CALIBRATION_CELL, SENSITIVITY
 from experiments.scales import PAPER_D_MODEL
 from reproduce.render.collapse_curve import (
     COLLAPSED,
@@ -35,8 +35,13 @@ def _stable(cell: GridCell) -> str:
     if not cell.runs:
         return "-"
     value = cell.largest_stable()
-    text = "none" if value is None else f"{value:g}"
+    text = "none" if value is None else _m(value)
     return text if cell.complete() else f"{text} (partial)"
+
+
+def _m(m: float) -> str:
+    """A multiplier as its cell ids write it (3 significant digits)."""
+    return f"{m:.3g}"
 
 
 def _point(cell: GridCell, m: float) -> str:
@@ -49,10 +54,14 @@ def _point(cell: GridCell, m: float) -> str:
 
 def sensitivity_markdown(data: SensitivityData) -> str:
     """The table (one line per row and warmup column) with the rules and the gaps stated."""
-    grid = ", ".join(f"{m:g}" for m in MULTIPLIERS)
+    multipliers = data.grid.multipliers
+    grid = ", ".join(_m(m) for m in multipliers)
+    main = data.grid.name == SENSITIVITY
     levels = ", ".join(f"{level:.3f} ({n} runs)" for level, n in sorted(data.unigram.items()))
     lines = [
-        "### LR sensitivity: rows A-P with and without warmup, step-size multiplier m", "",
+        ("### LR sensitivity: rows A-P with and without warmup, step-size multiplier m"
+         if main else f"### The stability edge (design D3, docs/preregistration.md): rows "
+         f"{', '.join(data.grid.rows)} with and without warmup, m in steps of 10^0.1"), "",
         f"Grid m in {{{grid}}}: alpha_t = m sqrt({PAPER_D_MODEL}/d_model) 0.1 s_t, rho_t = m s_t, "
         "warmup or plateau ending at half the run (docs/calibration.md). Seeds: "
         f"{', '.join(map(str, data.seeds))}. Each point: mean final validation loss over the "
@@ -67,19 +76,23 @@ def sensitivity_markdown(data: SensitivityData) -> str:
         f"quarter of the column's best). The preset's m is read from row {CALIBRATION_CELL[0]} "
         f"{COLUMN_TITLES[CALIBRATION_CELL[1]]} alone.", "",
         "| row | column | paper | largest stable m | LR sensitivity | "
-        + " | ".join(f"m={m:g}" for m in MULTIPLIERS) + " |",
-        "|---|---|---|---|---|" + "---|" * len(MULTIPLIERS),
+        + " | ".join(f"m={_m(m)}" for m in multipliers) + " |",
+        "|---|---|---|---|---|" + "---|" * len(multipliers),
     ]
     for (row, column), cell in data.cells.items():
         if not cell.runs:
             continue
         lines.append(f"| {row} | {COLUMN_TITLES[column]} | {_mark(cell.paper_collapsed)} | "
                      f"{_stable(cell)} | {_num(cell.lr_sensitivity())} | "
-                     + " | ".join(_point(cell, m) for m in MULTIPLIERS) + " |")
+                     + " | ".join(_point(cell, m) for m in multipliers) + " |")
     right, total = data.ordering()
     lines += ["", f"Ordering (no warmup): {right}/{total} pairs of a paper-collapse row and a "
               "paper-stable row have the collapse row's largest stable m smaller (pairs where "
               "both grids are complete; 64 when all are)."]
+    if not main:
+        score, pairs = data.edge_ordering()
+        lines += ["", f"Edge ordering (design D3, ties count 1/2): {score:g}/{pairs} pairs "
+                  "(35 when every row's grid is complete)."]
     missing = data.missing()
     not_run = [f"{r} {COLUMN_TITLES[c]}" for (r, c), cell in data.cells.items() if not cell.runs]
     if missing:
@@ -100,15 +113,15 @@ def sensitivity_csv(data: SensitivityData) -> str:
     out = io.StringIO()
     header = ["row", "column", "paper_collapsed", "largest_stable_multiplier", "complete",
               "lr_sensitivity", "initial_loss"]
-    for m in MULTIPLIERS:
-        header += [f"final_loss_m{m:g}", f"verdicts_m{m:g}"]
+    for m in data.grid.multipliers:
+        header += [f"final_loss_m{_m(m)}", f"verdicts_m{_m(m)}"]
     out.write(",".join(header) + ",missing_runs\n")
     for (row, column), cell in data.cells.items():
         stable = cell.largest_stable()
         fields = [row, column, {True: "yes", False: "no", None: ""}[cell.paper_collapsed],
-                  "" if stable is None else f"{stable:g}", "yes" if cell.complete() else "no",
+                  "" if stable is None else _m(stable), "yes" if cell.complete() else "no",
                   _num(cell.lr_sensitivity(), 4), _num(cell.initial_loss(), 4)]
-        for m in MULTIPLIERS:
+        for m in data.grid.multipliers:
             fields += [_num(cell.final_loss(m), 4), ";".join(cell.verdicts(m))]
         out.write(",".join(fields) + f",{len(cell.missing)}\n")
     return out.getvalue()
