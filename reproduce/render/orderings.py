@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from experiments.grid import WARMUP_COLUMNS
 from reproduce.render.collapse_bleu import bleu_value
 from reproduce.render.table_data import TableData
 
-WARMUP, NO_WARMUP = "warmup", "no-warmup"
+WARMUP, NO_WARMUP = WARMUP_COLUMNS
 MIN_WARMUP_BLEU = 1.0  # below it the relative drop is undefined
 LEVEL = 0.05
 
