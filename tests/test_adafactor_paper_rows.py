@@ -168,8 +168,15 @@ def random_problem(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, lis
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 @pytest.mark.parametrize("row", list(TABLE2))
 def test_table2_row_matches_float64_transcription(row: str, shape_name: str, implementation: str):
-    s = TABLE2[row]
-    x0, grads = random_problem(SHAPES[shape_name], seed=zlib.crc32(f"{row}/{shape_name}".encode()))
+    check_against_transcription(TABLE2[row], SHAPES[shape_name], f"{row}/{shape_name}",
+                                implementation)
+
+
+def check_against_transcription(s: Setting, shape: tuple[int, ...], key: str,
+                                implementation: str) -> None:
+    """Steps ``implementation`` on the seeded problem ``key`` without warmup; every iterate
+    within 1e-4 alpha_t of the float64 transcription."""
+    x0, grads = random_problem(shape, seed=zlib.crc32(key.encode()))
     expected, alphas = paper_run(x0, grads, s, warmup=False)
     p = x0.clone().requires_grad_()
     opt, sched = make_optimizer(p, s, warmup=False, implementation=implementation)
@@ -179,7 +186,7 @@ def test_table2_row_matches_float64_transcription(row: str, shape_name: str, imp
         if sched is not None:
             sched.step()
         err = (p.detach().double() - expected[t]).abs().max().item()
-        assert err <= 1e-4 * alphas[t], (row, t + 1, err, alphas[t])
+        assert err <= 1e-4 * alphas[t], (key, t + 1, err, alphas[t])
 
 
 # Rows whose second-moment clock is rescaled by F = 10 (one step stands for 10 paper steps):
@@ -198,19 +205,9 @@ RESCALED_PATHS = ["fused_cpu", "reference"] + (["triton"] if triton_available() 
 @pytest.mark.parametrize("implementation", RESCALED_PATHS)
 @pytest.mark.parametrize("row", list(RESCALED))
 def test_rescaled_decay_matches_float64_transcription(row: str, implementation: str):
-    s = RESCALED[row]
     for shape_name, shape in SHAPES.items():
-        x0, grads = random_problem(shape, seed=zlib.crc32(f"rescaled/{row}/{shape_name}".encode()))
-        expected, alphas = paper_run(x0, grads, s, warmup=False)
-        p = x0.clone().requires_grad_()
-        opt, sched = make_optimizer(p, s, warmup=False, implementation=implementation)
-        for t, g in enumerate(grads):
-            p.grad = g.clone()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            err = (p.detach().double() - expected[t]).abs().max().item()
-            assert err <= 1e-4 * alphas[t], (row, shape_name, t + 1, err, alphas[t])
+        check_against_transcription(RESCALED[row], shape, f"rescaled/{row}/{shape_name}",
+                                    implementation)
 
 
 def test_rescaled_decay_values():
