@@ -143,7 +143,7 @@ def _multi30k_path() -> str | None:
 
 
 def _presets() -> dict[str, ScalePreset]:
-    return {
+    presets = {
         "tiny": ScalePreset(
             name="tiny",
             model="tiny",
@@ -196,9 +196,31 @@ def _presets() -> dict[str, ScalePreset]:
             time_rescale=1.0,
         ),
     }
+    tiny = presets["tiny"]
+    for name, knobs in DESIGNS.items():
+        m = DESIGN_MULTIPLIERS[name] or TINY_STEP_SIZE_MULTIPLIER  # placeholder until calibrated
+        d_model = model_config(tiny.model, tiny.vocab_size, **knobs.get("model_overrides", {}))
+        presets[name] = dataclasses.replace(
+            tiny, name=name, **knobs, relative_lr_scale=m,
+            lr_scale=width_matched_lr_scale(m, d_model.d_model))
+    return presets
 
 
-SCALES = ("tiny", "small", "base")
+# The pre-registered tiny designs (docs/preregistration.md section 1), each the tiny preset with
+# its knobs, so that a design is one --scale and each cell's identity names it.
+DESIGNS: dict[str, dict[str, Any]] = {
+    "tiny-d1": {"steps": 4000, "time_rescale": 5.0, "val_interval": 250,
+                "checkpoint_interval": 250},
+    "tiny-d1p": {"steps": 2000, "time_rescale": 10.0, "val_interval": 100,
+                 "checkpoint_interval": 100, "decay_time_rescale": True},
+    "tiny-d2": {"model_overrides": {"n_encoder_layers": 6, "n_decoder_layers": 6},
+                "val_interval": 20, "checkpoint_interval": 100},
+}
+# Each design's m, read by the calibration rule on its own settings (section 2); None: not
+# calibrated yet, and its grid cells refuse to run (the calibration cells, which set their own m,
+# run).
+DESIGN_MULTIPLIERS: dict[str, float | None] = dict.fromkeys(DESIGNS)
+SCALES = ("tiny", "small", "base", *DESIGNS)
 # Lightning's precision names (Trainer(precision=...)).
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
               "16-true", "bf16-true")
@@ -328,8 +350,26 @@ def resolve_cell_preset(cell: Cell, scale: str, overrides: Mapping[str, Any] | N
                       steps=resolved_steps(preset, cell))
 
 
+def check_calibrated(cell: Cell, scale: str, overrides: Mapping[str, Any] | None = None) -> None:
+    """ValueError when ``cell`` would train a design whose m is not calibrated yet with the
+    placeholder m (a cell with its own multiplier, or explicit step-size scales, may run)."""
+    given = set(overrides or {})
+    if DESIGN_MULTIPLIERS.get(scale, 1.0) is not None or cell.lr_multiplier is not None \
+            or {"lr_scale", "relative_lr_scale"} <= given:
+        return
+    grid = ", ".join(f"{m:g}" for m in (0.316, 1, 3.16, 10, 31.6))
+    raise ValueError(
+        f"scale {scale!r}: its step-size multiplier m is not calibrated yet "
+        "(docs/preregistration.md section 2). Run the calibration cells first: python -m "
+        f"reproduce run sensitivity/B/warmup-m<m>/seed0 --scale {scale}, for m in {grid}; then "
+        "record the m with the best final validation loss in "
+        "experiments.scales.DESIGN_MULTIPLIERS. Or give --set lr_scale=... --set "
+        "relative_lr_scale=...")
+
+
 def plan_cell(cell: Cell, scale: str, overrides: Mapping[str, Any] | None = None) -> CellPlan:
     """The one resolution of a cell's settings: preset, steps and token budget."""
+    check_calibrated(cell, scale, overrides)
     preset = resolve_cell_preset(cell, scale, overrides)
     return CellPlan(cell, preset, resolved_steps(preset, cell), resolved_max_tokens(preset, cell))
 

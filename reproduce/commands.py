@@ -132,8 +132,11 @@ def run_tables(args: argparse.Namespace) -> int:
     results_dir = results_dir_of(args)
     seeds = parse_seeds(getattr(args, "seeds", "0"))
     # Each cell's settings are resolved here, once; the workers train these plans as they are.
-    plans = [plan_cell(cell, args.scale, overrides)
-             for cell in select_cells(tables, parse_rows(args.rows), seeds)]
+    try:
+        plans = [plan_cell(cell, args.scale, overrides)
+                 for cell in select_cells(tables, parse_rows(args.rows), seeds)]
+    except ValueError as err:  # a design whose m is not calibrated yet
+        raise UsageError(str(err)) from None
     if args.dry_run:  # settings only: a dry run builds nothing and changes nothing
         done, pending = check_existing_results(results_dir, plans, act=False)
         return _run_selected(args, tables, plans, done, pending, results_dir)
@@ -274,10 +277,14 @@ def run_one(args: argparse.Namespace) -> int:
     from experiments.run.cell import CellSetupError, run_cell
     from experiments.run.stop import CellInterrupted, install_stop_handlers, stop_requested
 
+    try:
+        plan = plan_cell(cell, args.scale, overrides)
+    except ValueError as err:  # a design whose m is not calibrated yet
+        raise UsageError(str(err)) from None
     install_stop_handlers()
     try:
         result = run_cell(
-            plan_cell(cell, args.scale, overrides), results_dir=results_dir_of(args),
+            plan, results_dir=results_dir_of(args),
             devices=args.devices, accelerator=args.accelerator,
             num_nodes=args.num_nodes, use_wandb=not args.no_wandb, cache_dir=args.cache_dir,
             fresh=args.fresh, wait_lock=args.wait_lock, strategy=args.strategy,
