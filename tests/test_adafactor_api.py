@@ -63,7 +63,7 @@ def test_paper_step_size_values():
         ({"beta1": 1.0}, "beta1"),
         ({"beta1": -0.1}, "beta1"),
         ({"beta2": 1.0}, "beta2"),
-        ({"beta2": 0.0}, "beta2"),
+        ({"beta2": -0.1}, "beta2"),  # 0 is allowed: V_t = G_t^2
         ({"decay_exponent": 0.0}, "decay_exponent"),
         ({"decay_exponent": 1.5}, "decay_exponent"),
         ({"clip_threshold": 0.0}, "clip_threshold"),
