@@ -107,7 +107,8 @@ def test_cell_writes_config_metrics_and_result(straight_run) -> None:
     for key in ("lr", "step_size", "beta2hat", "update_rms", "clipped_fraction", "tokens_per_s"):
         assert key in train_rows[-1], key
     assert 0.0 <= train_rows[-1]["clipped_fraction"] <= 1.0
-    assert [r["step"] for r in rows if "valid_loss" in r and not r.get("final")] == [20]
+    validated = [r["step"] for r in rows if "valid_loss" in r and not r.get("final")]
+    assert validated == [0, 20]  # step 0: before any update
     assert rows[-1]["final"] is True and rows[-1]["valid_loss"] == result["valid_loss"]
     assert isinstance(result["bleu"], float) and rows[-1]["bleu"] == result["bleu"]
     assert rows[-1]["tokenized_bleu"] == result["tokenized_bleu"] is not None

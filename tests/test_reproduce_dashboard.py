@@ -56,7 +56,8 @@ def test_every_table_has_a_section_and_the_frontier_plots_state_vs_loss() -> Non
     spec = dashboard.dashboard_spec("team", "proj", scale="base")
     tables = {s.tags[0] for s in spec.sections}
     # table1 is an excerpt of table2's runs; the sensitivity study gets its loss curves
-    assert tables == {"table2", "table3", "frontier", "figure1", "sensitivity"}
+    assert tables == {"table2", "table3", "frontier", "figure1", "sensitivity",
+                      "sensitivity-edge"}
     figure1 = [s for s in spec.sections if s.tags[0] == "figure1"]
     assert [s.tags[-1] for s in figure1] == ["row:A", "row:G"]
     assert figure1[0].panels[0].y == ("update_rms_matrix", "update_rms_matrices")
