@@ -357,11 +357,15 @@ def check_calibrated(cell: Cell, scale: str, overrides: Mapping[str, Any] | None
     if DESIGN_MULTIPLIERS.get(scale, 1.0) is not None or cell.lr_multiplier is not None \
             or {"lr_scale", "relative_lr_scale"} <= given:
         return
-    grid = ", ".join(f"{m:g}" for m in (0.316, 1, 3.16, 10, 31.6))
+    from experiments.grid.sensitivity import CALIBRATION_CELL, MULTIPLIERS, SENSITIVITY
+
+    row, column = CALIBRATION_CELL
+    grid = ", ".join(f"{m:g}" for m in MULTIPLIERS)
     raise ValueError(
         f"scale {scale!r}: its step-size multiplier m is not calibrated yet "
         "(docs/preregistration.md section 2). Run the calibration cells first: python -m "
-        f"reproduce run sensitivity/B/warmup-m<m>/seed0 --scale {scale}, for m in {grid}; then "
+        f"reproduce run {SENSITIVITY}/{row}/{column}-m<m>/seed0 --scale {scale}, for m in "
+        f"{grid}; then "
         "record the m with the best final validation loss in "
         "experiments.scales.DESIGN_MULTIPLIERS. Or give --set lr_scale=... --set "
         "relative_lr_scale=...")

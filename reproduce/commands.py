@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from experiments.grid.cells import TableProvider
+from experiments.grid.cells import Cell, TableProvider
 from experiments.grid.registry import get_cell, provider
 from experiments.run.preflight import MIN_FREE_BYTES, PreflightError, check_folder, preflight_cell
 from experiments.scales import plan_cell
@@ -112,6 +112,14 @@ def _fetch_wandb(args: argparse.Namespace, tables: Sequence[str]) -> Path:
     return target
 
 
+def _plan(cell: Cell, scale: str, overrides: dict[str, object]) -> CellPlan:
+    """`plan_cell`, with a design whose m is not calibrated yet as a usage error."""
+    try:
+        return plan_cell(cell, scale, overrides)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def run_tables(args: argparse.Namespace) -> int:
     """``table1|table2|table3|all|<provider>``: run the missing cells, then render. The tables
     that go with a table (Table 2's Figure 1) come with it when it runs whole, not with --rows."""
@@ -132,11 +140,8 @@ def run_tables(args: argparse.Namespace) -> int:
     results_dir = results_dir_of(args)
     seeds = parse_seeds(getattr(args, "seeds", "0"))
     # Each cell's settings are resolved here, once; the workers train these plans as they are.
-    try:
-        plans = [plan_cell(cell, args.scale, overrides)
-                 for cell in select_cells(tables, parse_rows(args.rows), seeds)]
-    except ValueError as err:  # a design whose m is not calibrated yet
-        raise UsageError(str(err)) from None
+    plans = [_plan(cell, args.scale, overrides)
+             for cell in select_cells(tables, parse_rows(args.rows), seeds)]
     if args.dry_run:  # settings only: a dry run builds nothing and changes nothing
         done, pending = check_existing_results(results_dir, plans, act=False)
         return _run_selected(args, tables, plans, done, pending, results_dir)
@@ -277,10 +282,7 @@ def run_one(args: argparse.Namespace) -> int:
     from experiments.run.cell import CellSetupError, run_cell
     from experiments.run.stop import CellInterrupted, install_stop_handlers, stop_requested
 
-    try:
-        plan = plan_cell(cell, args.scale, overrides)
-    except ValueError as err:  # a design whose m is not calibrated yet
-        raise UsageError(str(err)) from None
+    plan = _plan(cell, args.scale, overrides)
     install_stop_handlers()
     try:
         result = run_cell(

@@ -25,9 +25,14 @@ WINDOW_TAU = 100  # beta2-clock steps in the centred window
 SERIES = (UPDATE_RMS_MATRIX, UPDATE_RMS_MATRICES, UPDATE_RMS_APPLIED)
 
 
+def tau_per_step(decay_time_rescale: bool, time_factor: float) -> float:
+    """Beta2-clock steps (tau) per optimizer step: F under decay_time_rescale (D1'), else 1."""
+    return float(time_factor) if decay_time_rescale else 1.0
+
+
 def window_steps(decay_time_rescale: bool, time_factor: float) -> float:
-    """The window in optimizer steps: 100 tau, where tau = t (absolute beta2) or F t (D1')."""
-    return WINDOW_TAU / time_factor if decay_time_rescale else float(WINDOW_TAU)
+    """The window in optimizer steps: 100 tau."""
+    return WINDOW_TAU / tau_per_step(decay_time_rescale, time_factor)
 
 
 def centred_means(steps: Sequence[int], values: Sequence[float], window: float

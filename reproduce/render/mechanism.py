@@ -16,7 +16,7 @@ from itertools import pairwise
 from typing import Any
 
 from experiments.grid.figure1 import PAPER_FIGURE1_BANDS, PAPER_FIGURE1_POINTS
-from experiments.measure.plateau import WINDOW_TAU
+from experiments.measure.plateau import WINDOW_TAU, tau_per_step
 from experiments.schema import UPDATE_RMS_MATRIX
 from experiments.store.files import MetricsLoader, series
 
@@ -117,12 +117,11 @@ def mechanism(a: tuple[Sequence[float], Sequence[float]],
     return Mechanism(u, tau_u, o, tau_o, settled[0] if settled else None, g_range)
 
 
-def tau_per_step(result: dict[str, Any]) -> float:
-    """Beta2-clock steps per optimizer step of a run: F under decay_time_rescale, else 1."""
+def result_tau_per_step(result: dict[str, Any]) -> float:
+    """`tau_per_step` of a run, from the settings its result records."""
     scale = ((result.get("identity") or {}).get("settings") or {}).get("scale") or {}
-    if scale.get("decay_time_rescale"):
-        return float(scale.get("paper_time_factor") or 1.0)
-    return 1.0
+    return tau_per_step(bool(scale.get("decay_time_rescale")),
+                        scale.get("paper_time_factor") or 1.0)
 
 
 def table_mechanism(table: str, seed: int, results: dict[str, dict[str, Any]],
@@ -135,7 +134,7 @@ def table_mechanism(table: str, seed: int, results: dict[str, dict[str, Any]],
             continue
         steps, values = series(load_metrics(cell_id), UPDATE_RMS_MATRIX)
         if steps:
-            scale = tau_per_step(results[cell_id])
+            scale = result_tau_per_step(results[cell_id])
             curves[row] = ([s * scale for s in steps], values)
     if "A" not in curves:
         return None

@@ -124,13 +124,8 @@ class TableData:
 def result_seeds(table: str | TableProvider, results: Iterable[dict[str, Any]]) -> list[int]:
     """The seeds of the table's cells (or its source table's) that have a result; [0] if none."""
     provider = table_provider(table) if isinstance(table, str) else table
-    prefix = f"{provider.source or provider.name}/"
-    seeds = set()
-    for r in results:
-        last = str(r.get("cell_id", "")).rsplit("/", 1)[-1]
-        if str(r.get("cell_id", "")).startswith(prefix) and last[4:].isdigit() \
-                and last.startswith("seed"):
-            seeds.add(int(last[4:]))
+    name = provider.source or provider.name
+    seeds = {int(r["seed"]) for r in results if r.get("table") == name and "seed" in r}
     return sorted(seeds) or [0]
 
 
