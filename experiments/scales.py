@@ -197,6 +197,7 @@ def _presets() -> dict[str, ScalePreset]:
         ),
     }
     tiny = presets["tiny"]
+    presets[SMOKE] = dataclasses.replace(tiny, name=SMOKE)
     for name, knobs in DESIGNS.items():
         m = DESIGN_MULTIPLIERS[name] or TINY_STEP_SIZE_MULTIPLIER  # placeholder until calibrated
         d_model = model_config(tiny.model, tiny.vocab_size, **knobs.get("model_overrides", {}))
@@ -220,7 +221,12 @@ DESIGNS: dict[str, dict[str, Any]] = {
 # calibrated yet, and its grid cells refuse to run (the calibration cells, which set their own m,
 # run).
 DESIGN_MULTIPLIERS: dict[str, float | None] = dict.fromkeys(DESIGNS)
-SCALES = ("tiny", "small", "base", *DESIGNS)
+# The smoke preset (docs/preregistration.md section 5.6): design S, the tiny preset's 400 steps,
+# under its own name; its table runs leave out the companion tables (Figure 1's two 3000-step
+# cells), so a quick check of the whole pipeline takes minutes.
+SMOKE = "smoke"
+SCALES = ("tiny", "small", "base", SMOKE, *DESIGNS)
+SCALES_WITHOUT_COMPANIONS = (SMOKE,)
 # Lightning's precision names (Trainer(precision=...)).
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
               "16-true", "bf16-true")

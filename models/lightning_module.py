@@ -120,6 +120,7 @@ class TranslationModule(pl.LightningModule):
         self.max_len_b = max_len_b
         self.diverged = False
         self.diverged_step: int | None = None
+        self.diverged_reason: str | None = None  # what stopped it: non-finite or past blowup_factor
         self.blowup_factor = blowup_factor
         self.first_loss: float | None = None  # the first batch's mean loss (for blowup_factor)
         self.train_time_s = 0.0  # summed over resumed segments (saved in checkpoints)
@@ -196,6 +197,10 @@ class TranslationModule(pl.LightningModule):
         if not math.isfinite(mean_loss) or self._blew_up(mean_loss):
             self.diverged = True
             self.diverged_step = self.trainer.global_step + 1
+            self.diverged_reason = (
+                "non-finite training loss" if not math.isfinite(mean_loss) else
+                f"training loss {mean_loss:.3f} > {self.blowup_factor:g} x the first batch's "
+                f"{self.first_loss:.3f}")
             self.trainer.should_stop = True
             return None  # skip backward and the optimizer step
         self.interval_sums += sums
@@ -307,6 +312,7 @@ class TranslationModule(pl.LightningModule):
             "total_tokens": self.total_tokens,
             "diverged": self.diverged,
             "diverged_step": self.diverged_step,
+            "diverged_reason": self.diverged_reason,
             "first_loss": self.first_loss,
         }
 
@@ -319,6 +325,7 @@ class TranslationModule(pl.LightningModule):
         self.total_tokens = float(state["total_tokens"])
         self.diverged = bool(state["diverged"])
         self.diverged_step = state["diverged_step"]
+        self.diverged_reason = state.get("diverged_reason")
         self.first_loss = state.get("first_loss")
 
     # --- evaluation ---------------------------------------------------------------------------

@@ -44,8 +44,10 @@ EXAMPLES = """examples:
 def _add_scale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scale", default="tiny", choices=SCALES,
-        help="size preset (experiments.scales): tiny = embedded corpus, CPU minutes; small = "
-        "Multi30k on one GPU; base = the paper (WMT14, 100k steps). Example: --scale base",
+        help="size preset (experiments.scales): tiny = embedded corpus, CPU minutes; smoke = "
+        "tiny without Figure 1's cells (a quick check); tiny-d1, tiny-d1p, tiny-d2 = the "
+        "pre-registered designs (docs/preregistration.md); small = Multi30k on one GPU; base = "
+        "the paper (WMT14, 100k steps). Example: --scale base",
     )
     parser.add_argument(
         "--results-dir", type=Path, default=None,

@@ -22,7 +22,7 @@ from pathlib import Path
 from experiments.grid.cells import Cell, TableProvider
 from experiments.grid.registry import get_cell, provider
 from experiments.run.preflight import MIN_FREE_BYTES, PreflightError, check_folder, preflight_cell
-from experiments.scales import plan_cell
+from experiments.scales import SCALES_WITHOUT_COMPANIONS, plan_cell
 from experiments.schema import CellPlan
 from experiments.store.files import CellFileError
 from experiments.store.locks import LockHeld, results_lock
@@ -122,8 +122,10 @@ def _plan(cell: Cell, scale: str, overrides: dict[str, object]) -> CellPlan:
 
 def run_tables(args: argparse.Namespace) -> int:
     """``table1|table2|table3|all|<provider>``: run the missing cells, then render. The tables
-    that go with a table (Table 2's Figure 1) come with it when it runs whole, not with --rows."""
-    tables = expand_all([args.command], with_companions=args.rows is None)
+    that go with a table (Table 2's Figure 1) come with it when it runs whole, not with --rows
+    and not at the smoke scale."""
+    tables = expand_all([args.command], with_companions=args.rows is None
+                        and args.scale not in SCALES_WITHOUT_COMPANIONS)
     if args.source == "wandb":
         if args.dry_run:
             print(f"would fetch W&B runs of {args.entity}/{args.project} and render "

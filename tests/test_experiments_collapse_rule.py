@@ -18,6 +18,7 @@ from reproduce.render.collapse_curve import (
     TRAINED,
     curve_verdict,
     loss_curve,
+    run_verdict,
 )
 
 UNIGRAM = 4.6
@@ -69,6 +70,18 @@ def test_loss_curve_reads_metrics_with_the_final_row_last() -> None:
     diverged = [{"step": 30, "train_loss": "nan", "diverged": True}]
     assert loss_curve(diverged, {"status": "diverged"}) == ([], True)
     assert loss_curve([], {"status": "ok", "valid_loss": 2.5}) == ([2.5], False)
+
+
+def test_a_diverged_verdict_says_which_stop_ended_the_run() -> None:
+    blown = {"status": "diverged", "diverged_reason": "training loss 14.2 > 2 x the first "
+             "batch's 6.9"}
+    assert run_verdict([], blown, UNIGRAM).reason == blown["diverged_reason"]
+    assert run_verdict([], blown, None).reason == blown["diverged_reason"]
+    assert "non-finite, or past the blow-up factor" in run_verdict(
+        [], {"status": "diverged"}, UNIGRAM).reason  # a result from before the field
+    nan_curve = curve_verdict([3.0, float("nan")], UNIGRAM, stopped_nonfinite=True,
+                              stop_reason="anything")
+    assert nan_curve.reason == "non-finite loss (point 2 of 2)"
 
 
 def test_unigram_loss_is_the_model_loss_of_unigram_logits() -> None:

@@ -4,6 +4,8 @@ step-size multiplier is calibrated, while the calibration cells run."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from experiments.grid.registry import get_cell
@@ -26,6 +28,19 @@ def test_each_design_is_the_tiny_preset_with_its_knobs(scale: str, knobs: dict) 
                                                                 tiny.max_tokens)
     cell = get_cell("table2/A/warmup/seed0")
     assert cell_settings(cell, preset)["scale"]["name"] == scale
+
+
+def test_the_smoke_preset_is_tiny_without_figure1(capsys) -> None:
+    smoke, tiny = scale_preset("smoke"), scale_preset("tiny")
+    assert dataclasses.replace(smoke, name="tiny") == tiny
+    cell = get_cell("table2/A/warmup/seed0")
+    assert cell_settings(cell, smoke)["scale"]["name"] == "smoke"
+    for scale, count in (("smoke", 44), ("tiny", 46)):
+        assert main(["table2", "--scale", scale, "--dry-run", "--results-dir",
+                     f"/nonexistent/{scale}"]) == 0
+        out = capsys.readouterr().out
+        assert f"table2 at scale {scale}: {count} cells" in out
+        assert ("figure1/A/warmup/seed0" in out) == (scale == "tiny")
 
 
 def test_an_uncalibrated_design_runs_its_calibration_cells_only(capsys) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, reproduce_cmd, reproduce_env
 
-from experiments.measure.plateau import centred_means, plateau_maxima, window_steps
+from experiments.measure.plateau import centred, plateau_maxima, window_steps
 
 CELL = "table2/H/no-warmup/seed0"  # clipped at d = 1: applied = mean of min(RMS(U_t), 1)
 RMS_KEYS = ("update_rms", "update_rms_matrices", "update_rms_matrix",
@@ -62,9 +62,12 @@ def test_step_zero_validation_and_interval_means(tmp_path: Path) -> None:
 def test_centred_means_and_the_plateau_maximum() -> None:
     steps = list(range(10, 110, 10))
     values = [1.0, 1.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 9.0]
-    assert centred_means(steps, values, 30) == pytest.approx(
+    assert centred(steps, values, 30) == pytest.approx(
         [1.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 11 / 3, 19 / 3, 9.0])
-    assert centred_means(steps, values, 5) == values  # a window below the spacing: the points
+    assert centred(steps, values, 5) == values  # a window below the spacing: the points
+    # ±window/2 around each point, so 20 steps on a 10-step spacing is 3 points, symmetric
+    assert centred(steps, values, 20)[2] == pytest.approx(2.0)
+    assert centred(steps, values, 20)[7] == pytest.approx(11 / 3)
     rows = [{"step": s, "train_loss": 1.0, "update_rms_matrices": v}
             for s, v in zip(steps, values, strict=True)]
     rows.append({"step": 0, "valid_loss": 7.0})  # the step-0 validation carries no RMS

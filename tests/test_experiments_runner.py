@@ -219,3 +219,23 @@ def test_non_finite_loss_ends_the_cell_as_diverged(tmp_path: Path, cache_dir: Pa
     assert 1 <= result["diverged_step"] < 40 and result["steps"] < 40
     rows = read_metrics(tmp_path / "table2/Q6/no-warmup/seed0" / "metrics.jsonl")
     assert any(r.get("diverged") for r in rows)
+
+
+@pytest.mark.slow
+def test_an_sgd_row_stops_at_blow_up_before_its_loss_is_non_finite(tmp_path: Path,
+                                                                     cache_dir: Path) -> None:
+    """Table 2's SGD rows carry the blow-up stop (2 x the first loss); the same cell with the
+    stop removed runs on to a non-finite loss, later."""
+    cell = get_cell("table2/Q6/no-warmup/seed0")
+    assert cell.preset_overrides == {"blowup_factor": 2.0}
+    steps = {}
+    for name, extra in (("stop", {}), ("no-stop", {"blowup_factor": None})):
+        plan = plan_cell(cell, "tiny", {**TEST_SCALE, **extra})
+        result = run_cell(plan, results_dir=tmp_path / name, cache_dir=cache_dir,
+                          accelerator="cpu", use_wandb=False)
+        assert result["status"] == "diverged", name
+        steps[name] = result["diverged_step"]
+        reason = result["diverged_reason"]
+        assert (reason.startswith("training loss ") if name == "stop"
+                else reason == "non-finite training loss"), reason
+    assert steps["stop"] < steps["no-stop"], steps

@@ -81,6 +81,7 @@ def test_non_finite_loss_marks_divergence_and_skips_the_step(vocab) -> None:
         next(module.parameters()).fill_(float("nan"))
     assert module.training_step(_batch(vocab, 0, 2), 0) is None
     assert module.diverged and module.diverged_step == 1 and trainer.should_stop
+    assert module.diverged_reason == "non-finite training loss"
 
 
 def test_a_loss_past_blowup_factor_times_the_first_stops_the_run(vocab) -> None:
@@ -95,11 +96,14 @@ def test_a_loss_past_blowup_factor_times_the_first_stops_the_run(vocab) -> None:
         result = module.training_step(_batch(vocab, 0, 2), 1)
         assert (result is None) == stops and module.diverged == stops
         assert trainer.should_stop == stops and module.first_loss == first
+    assert module.diverged_reason.startswith("training loss ")
+    assert module.diverged_reason.endswith(f"> 2 x the first batch's {first:.3f}")
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
     restored = _module(vocab)
     restored.on_load_checkpoint(checkpoint)
     assert restored.first_loss == first and restored.diverged
+    assert restored.diverged_reason == module.diverged_reason
 
 
 def test_checkpoint_restores_the_rng_for_the_next_batch(vocab) -> None:

@@ -13,7 +13,7 @@ import pytest
 from helpers import PNG_MAGIC, write_result
 
 from experiments.grid.registry import get_cell, table_cells
-from experiments.identity import cell_identity
+from experiments.identity import cell_identity, git_state, numerics_signature
 from experiments.scales import plan_cell, resolve_cell_preset
 from experiments.store.files import atomic_write_json
 from reproduce.errors import UsageError
@@ -66,6 +66,9 @@ def test_render_from_per_step_metrics(tmp_path: Path) -> None:
     rows = list(csv.DictReader((out / "figure1.csv").open()))
     assert {(r["row"], r["series"]) for r in rows} == {("A", "matrix"), ("A", "mean"),
                                                        ("G", "matrix"), ("G", "mean")}
+    commit = git_state()["git_commit"]
+    assert all(r["numerics"] == numerics_signature() and r["git_commit"].startswith(commit)
+               for r in rows)
     a = {int(r["step"]): float(r["update_rms"]) for r in rows if r["row"] == "A"
          and r["series"] == "matrix"}
     assert a[200] == pytest.approx(0.5) and a[400] == pytest.approx((99 * 0.5 + 101 * 1.4) / 200)

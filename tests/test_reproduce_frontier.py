@@ -268,9 +268,11 @@ def test_base_state_bytes_appear_in_md_and_csv(tmp_path: Path) -> None:
 
 def test_render_tables_renders_the_frontier_from_result_files(tmp_path: Path) -> None:
     results, out = tmp_path / "results", tmp_path / "tables"
-    for r in (result("adafactor", 5e-2, state=100, bleu=19.0),
-              result("adam", 1e-3, state=800, bleu=21.0),
-              result("adam", 3e-3, status="diverged", state=800)):
+    for r, commit in ((result("adafactor", 5e-2, state=100, bleu=19.0), "aaa"),
+                      (result("adam", 1e-3, state=800, bleu=21.0), "bbb"),
+                      (result("adam", 3e-3, status="diverged", state=800), "ccc")):
+        r["identity"] = {"recorded": {"git_commit": commit, "git_dirty": commit == "ccc",
+                                      "numerics": "torch 2.13.0+cpu; AVX2; Intel(R), 2 GHz"}}
         atomic_write_json(results / r["cell_id"] / "result.json", r)
     atomic_write_json(results / "frontier" / BASE_STATE_FILE,
                       {"adam": {"state_bytes": 400, "parameters": 50}})
@@ -281,6 +283,10 @@ def test_render_tables_renders_the_frontier_from_result_files(tmp_path: Path) ->
     rows = list(csv.DictReader((out / "frontier.csv").open()))
     assert [r["optimizer"] for r in rows] == ["adafactor", "adam"]
     assert rows[1]["state_per_parameter_base"] == "2.000000"
+    # what each optimizer's sweep ran on: every run's commit, the arithmetic (quoted: a comma)
+    assert rows[0]["git_commit"] == "aaa"
+    assert rows[1]["git_commit"] == "bbb; ccc+dirty (MIXED: results come from different settings)"
+    assert rows[1]["numerics"] == "torch 2.13.0+cpu; AVX2; Intel(R), 2 GHz"
     assert all(r["pareto"] == "yes" for r in rows)
     assert (out / "frontier.png").read_bytes()[:8] == PNG_MAGIC
     assert SIGNATURE in (out / "frontier.md").read_text()

@@ -11,10 +11,10 @@ import pytest
 from helpers import write_result
 from test_reproduce_render import _table
 
+from experiments.measure.plateau import centred
 from reproduce.render.mechanism import (
     PAPER_MECHANISM,
     Mechanism,
-    centred,
     mechanism,
     paper_curve,
     table_mechanism,

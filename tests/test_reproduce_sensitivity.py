@@ -14,6 +14,7 @@ from helpers import PNG_MAGIC, write_result
 
 from experiments.grid.registry import get_cell, table_cells
 from experiments.grid.sensitivity import MULTIPLIERS, PROVIDER
+from experiments.identity import git_state, numerics_signature
 from experiments.measure.unigram import measure_unigram_levels
 from experiments.scales import resolve_cell_preset, scale_preset
 from experiments.store.files import atomic_write_json
@@ -79,6 +80,9 @@ def test_render_a_partial_grid_says_what_is_missing(tmp_path: Path) -> None:
     h = rows[("H", "no-warmup")]
     assert h["complete"] == "no" and h["largest_stable_multiplier"] == "1"
     assert h["missing_runs"] == "4" and h["verdicts_m1"] == "slow"
+    assert b["numerics"] == h["numerics"] == numerics_signature()
+    assert b["git_commit"].startswith(git_state()["git_commit"])
+    assert rows[("A", "no-warmup")]["git_commit"] == ""  # not run at all
     assert rows[("A", "no-warmup")]["paper_collapsed"] == "yes"
     assert "| B | with warmup | trains | 3.16 | 2.000 |" in text
     assert "| H | no warmup | trains | 1 (partial) |" in text

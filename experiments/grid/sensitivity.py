@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from experiments.grid import TABLE2, WARMUP_COLUMNS
+from experiments.grid import BLOWUP_FACTOR, TABLE2, WARMUP_COLUMNS
 from experiments.grid.cells import Cell, TableProvider
 
 SENSITIVITY = "sensitivity"
 MULTIPLIERS = (0.316, 1.0, 3.16, 10.0, 31.6)  # one log grid (half-decades) for every row
 SENSITIVITY_ROWS = TABLE2.agreement_rows  # A-P
-BLOWUP_FACTOR = 2.0
 CALIBRATION_CELL = ("B", "warmup")  # the only cell the preset's multiplier is read from
 EDGE = "sensitivity-edge"
 # Design D3 (docs/preregistration.md section 1): steps of 10^0.1 from 10 to 31.6 for the rows

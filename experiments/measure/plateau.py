@@ -35,19 +35,20 @@ def window_steps(decay_time_rescale: bool, time_factor: float) -> float:
     return WINDOW_TAU / tau_per_step(decay_time_rescale, time_factor)
 
 
-def centred_means(steps: Sequence[int], values: Sequence[float], window: float
-                  ) -> list[float]:
-    """The centred mean at each point of a series logged at evenly spaced steps (each value the
-    mean of its interval): the ``window / spacing`` points around it (at least 1), truncated at
-    the ends of the series."""
-    if len(steps) < 2:
-        return list(values)
-    spacing = steps[1] - steps[0]
-    n = max(1, round(window / spacing))
-    out = []
-    for k in range(len(values)):
-        lo, hi = max(0, k - n // 2), min(len(values), k + (n - 1) // 2 + 1)
-        out.append(sum(values[lo:hi]) / (hi - lo))
+def centred(taus: Sequence[float], values: Sequence[float], window: float = WINDOW_TAU
+            ) -> list[float]:
+    """At each point, the mean of the points within ±window/2 of it (truncated at the ends of
+    the series): the one smoothing of RMS(U_t) that the plateau maximum and Figure 1's mechanism
+    numbers share."""
+    out, lo, hi, total = [], 0, 0, 0.0
+    for tau in taus:
+        while hi < len(taus) and taus[hi] <= tau + window / 2:
+            total += values[hi]
+            hi += 1
+        while taus[lo] < tau - window / 2:
+            total -= values[lo]
+            lo += 1
+        out.append(total / (hi - lo))
     return out
 
 
@@ -68,7 +69,7 @@ def plateau_maxima(records: Sequence[dict[str, Any]], steps: int, window: float
             continue
         found = True
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        means = centred_means(xs, ys, window)
+        means = centred(xs, ys, window)
         inside = [m for x, m in zip(xs, means, strict=True) if x <= steps // 2]
         out[key] = max(inside) if inside else None
     return out if found else None

@@ -55,6 +55,7 @@ def result_record(setup: CellSetup, trainer: pl.Trainer, monitor: CellMonitor, *
         evaluation = module.evaluate(setup.data.val_dataloader(), bleu=True)
         if not torch.isfinite(torch.tensor(evaluation[VALID_LOSS])):
             status = Status.DIVERGED
+            module.diverged_reason = "non-finite validation loss"
     optimizer = trainer.optimizers[0]
     peak, peak_kind = peak_memory_bytes(module.device)
     last = monitor.last_row
@@ -69,6 +70,7 @@ def result_record(setup: CellSetup, trainer: pl.Trainer, monitor: CellMonitor, *
         "scale": preset.name,
         "status": status.value,
         "diverged_step": module.diverged_step,
+        "diverged_reason": module.diverged_reason if status == Status.DIVERGED else None,
         BLEU: evaluation.get(BLEU) if ok else None,
         "bleu_signature": evaluation.get("bleu_signature"),
         TOKENIZED_BLEU: evaluation.get(TOKENIZED_BLEU) if ok else None,

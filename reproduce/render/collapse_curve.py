@@ -46,11 +46,13 @@ class Verdict:
 
 
 def curve_verdict(losses: Sequence[float], unigram_level: float, *,
-                  stopped_nonfinite: bool = False) -> Verdict:
+                  stopped_nonfinite: bool = False, stop_reason: str | None = None) -> Verdict:
     """The verdict on one run from its loss curve in step order (validation losses, the final
-    evaluation last). ``stopped_nonfinite``: the run stopped on a non-finite training loss."""
+    evaluation last). ``stopped_nonfinite``: the run was stopped as diverged (a non-finite
+    training loss, or one past the preset's blowup_factor), for ``stop_reason`` (result.json's
+    diverged_reason) when it says which."""
     values = [float(v) for v in losses]
-    diverged = _divergence(values, stopped_nonfinite)
+    diverged = _divergence(values, stopped_nonfinite, stop_reason)
     if diverged is not None:
         return diverged
     if not unigram_level > 0 or not math.isfinite(unigram_level):
@@ -77,11 +79,14 @@ def curve_verdict(losses: Sequence[float], unigram_level: float, *,
     return Verdict(TRAINED, f"ended at {final:.3f}")
 
 
-def _divergence(values: Sequence[float], stopped_nonfinite: bool) -> Verdict | None:
+def _divergence(values: Sequence[float], stopped: bool, reason: str | None = None
+                ) -> Verdict | None:
     bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-    if stopped_nonfinite or bad:
-        where = f" (point {bad[0] + 1} of {len(values)})" if bad else " (training loss)"
-        return Verdict(DIVERGED, "non-finite loss" + where)
+    if bad:
+        return Verdict(DIVERGED, f"non-finite loss (point {bad[0] + 1} of {len(values)})")
+    if stopped:  # a result written before diverged_reason existed does not say which stop
+        return Verdict(DIVERGED, reason or "stopped on its training loss (non-finite, or past "
+                       "the blow-up factor)")
     return None
 
 
@@ -111,10 +116,11 @@ def run_verdict(records: Sequence[dict], result: dict, unigram_level: float | No
     did not diverge and its unigram level is unknown (not measured), or it has no loss at all."""
     losses, stopped = loss_curve(records, result)
     if unigram_level is None:
-        return _divergence([float(v) for v in losses], stopped)
+        return _divergence([float(v) for v in losses], stopped, result.get("diverged_reason"))
     if not (losses or stopped):
         return None
-    return curve_verdict(losses, unigram_level, stopped_nonfinite=stopped)
+    return curve_verdict(losses, unigram_level, stopped_nonfinite=stopped,
+                         stop_reason=result.get("diverged_reason"))
 
 
 def _as_float(value: object) -> float:

@@ -22,6 +22,7 @@ from experiments.grid.figure1 import (
 from experiments.store.files import MetricsLoader, series
 from models.config import UPDATE_RMS_MATRIX
 from reproduce.render.mechanism import PAPER_MECHANISM, Mechanism, table_mechanism
+from reproduce.render.provenance import PROVENANCE_COLUMNS, csv_text, provenance_columns
 
 SERIES = (("matrix", "update_rms_matrix"), ("mean", "update_rms_matrices"))
 SERIES_TITLES = {"matrix": f"one matrix ({UPDATE_RMS_MATRIX.removeprefix('model.')})",
@@ -37,6 +38,7 @@ class Figure1Data:
     curves: dict[tuple[str, str], tuple[list[int], list[float]]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     steps_run: dict[str, int] = field(default_factory=dict)
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)  # by row
     mechanism: Mechanism | None = None
 
     @property
@@ -69,6 +71,7 @@ def build_figure1(results: list[dict[str, Any]], load_metrics: MetricsLoader,
             data.missing.append(cell_id)
             continue
         data.steps_run[row] = int(by_id[cell_id].get("steps") or 0)
+        data.provenance[row] = provenance_columns([by_id[cell_id]])
         records = load_metrics(cell_id)
         for name, key in SERIES:
             steps, values = series(records, key)
@@ -79,13 +82,16 @@ def build_figure1(results: list[dict[str, Any]], load_metrics: MetricsLoader,
 
 
 def figure1_csv(data: Figure1Data) -> str:
-    """``row,series,step,update_rms``: the 200-step trailing mean, every 10th step."""
+    """``row,series,step,update_rms,numerics,git_commit``: the 200-step trailing mean, every
+    10th step, with what the row's cell ran on."""
     out = io.StringIO()
-    out.write("row,series,step,update_rms\n")
+    out.write("row,series,step,update_rms," + ",".join(PROVENANCE_COLUMNS) + "\n")
     for (row, name), (steps, values) in sorted(data.curves.items()):
+        recorded = data.provenance.get(row, {})
+        tail = ",".join(csv_text(recorded.get(k, "")) for k in PROVENANCE_COLUMNS)
         for step, value in zip(steps, values, strict=True):
             if step % CSV_EVERY == 0:
-                out.write(f"{row},{name},{step},{value:.4f}\n")
+                out.write(f"{row},{name},{step},{value:.4f},{tail}\n")
     return out.getvalue()
 
 

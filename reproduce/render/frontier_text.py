@@ -7,13 +7,19 @@ import io
 
 from experiments.schema import VALID_LOSS, Status
 from reproduce.render.frontier_data import FrontierData, FrontierRow, SweepPoint
-from reproduce.render.provenance import arithmetic_line, joined
+from reproduce.render.provenance import (
+    PROVENANCE_COLUMNS,
+    arithmetic_line,
+    joined,
+    provenance_columns,
+)
 
 CSV_COLUMNS = (
     "optimizer", "label", "best_peak", "bleu", "bleu_min", "bleu_max", VALID_LOSS,
     "state_bytes", "state_bytes_base",
     "parameters_base", "state_per_parameter_base", "pareto", "best_at_sweep_edge", "seeds",
     "sweep", "state", "source", "scale", "steps", "bleu_recipe", "bleu_signature",
+    *PROVENANCE_COLUMNS,
 )
 
 
@@ -132,5 +138,6 @@ def frontier_csv(data: FrontierData) -> str:
             "steps": joined(data.provenance.get("steps", [])),
             "bleu_recipe": joined(data.provenance.get("recipe", [])),
             "bleu_signature": joined(data.provenance.get("signature", [])),
+            **provenance_columns(r for point in row.sweep for r in point.runs),
         })
     return buffer.getvalue()

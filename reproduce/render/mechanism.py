@@ -16,7 +16,7 @@ from itertools import pairwise
 from typing import Any
 
 from experiments.grid.figure1 import PAPER_FIGURE1_BANDS, PAPER_FIGURE1_POINTS
-from experiments.measure.plateau import WINDOW_TAU, tau_per_step
+from experiments.measure.plateau import centred, tau_per_step
 from experiments.schema import UPDATE_RMS_MATRIX
 from experiments.store.files import MetricsLoader, series
 
@@ -65,21 +65,6 @@ class Mechanism:
                 f"at tau {num(self.tau_o, '.0f')}, tau_s {num(self.tau_s, '.0f')}, G {g}; "
                 f"d = {num(d, '.3f')}; "
                 + ("matches" if not failed else "does not match (" + ", ".join(failed) + ")"))
-
-
-def centred(taus: Sequence[float], values: Sequence[float], window: float = WINDOW_TAU
-            ) -> list[float]:
-    """At each point, the mean of the points within ±window/2 (truncated at the ends)."""
-    out, lo, hi, total = [], 0, 0, 0.0
-    for tau in taus:
-        while hi < len(taus) and taus[hi] <= tau + window / 2:
-            total += values[hi]
-            hi += 1
-        while taus[lo] < tau - window / 2:
-            total -= values[lo]
-            lo += 1
-        out.append(total / (hi - lo))
-    return out
 
 
 def paper_curve() -> tuple[list[int], list[float]]:

@@ -52,6 +52,29 @@ def recorded_commit(result: dict[str, Any]) -> str:
     return "" if not commit else str(commit) + ("+dirty" if recorded.get("git_dirty") else "")
 
 
+PROVENANCE_COLUMNS = ("numerics", "git_commit")
+
+
+def provenance_columns(results: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """The CSV columns that say what a line's results ran on: the arithmetic and the code
+    commit, each its distinct values joined (flagged MIXED when there are several)."""
+    results = list(results)
+    return {"numerics": distinct_joined(recorded_numerics(r) for r in results),
+            "git_commit": distinct_joined(recorded_commit(r) for r in results)}
+
+
+def distinct_joined(values: Iterable[str]) -> str:
+    """The distinct non-empty values, `joined` ("" when there are none)."""
+    return joined(list(dict.fromkeys(v for v in values if v)), "")
+
+
+def csv_text(text: str) -> str:
+    """One CSV field, quoted when it holds a comma, a quote or a line break."""
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def arithmetic_line(p: dict[str, list[str]]) -> str:
     """Which arithmetic the results ran on (experiments.identity), as a sentence."""
     return (f"Arithmetic (torch; CPU instruction set; CPU): "

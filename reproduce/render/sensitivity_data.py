@@ -22,6 +22,7 @@ from experiments.schema import VALID_LOSS
 from experiments.store.files import MetricsLoader, series
 from reproduce.render.collapse_bleu import collapsed_cells
 from reproduce.render.collapse_curve import Verdict, loss_curve, run_verdict
+from reproduce.render.provenance import provenance_columns
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Run:
     final_loss: float | None  # None: diverged
     initial_loss: float | None
     verdict: Verdict | None  # None: no unigram level to read the curve against
+    recorded: dict[str, str] = field(default_factory=dict)  # provenance_columns of its result
 
 
 @dataclass
@@ -174,4 +176,4 @@ def _run(cell_id: str, result: dict[str, Any], records: list[dict[str, Any]],
     final = None if stopped or result.get(VALID_LOSS) is None else float(result[VALID_LOSS])
     if final is not None and not math.isfinite(final):
         final = None
-    return Run(cell_id, final, _initial_loss(records), verdict)
+    return Run(cell_id, final, _initial_loss(records), verdict, provenance_columns([result]))

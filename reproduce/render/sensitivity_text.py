@@ -15,6 +15,7 @@ from reproduce.render.collapse_curve import (
     TRAINED,
     UNIGRAM_FRACTION,
 )
+from reproduce.render.provenance import PROVENANCE_COLUMNS, csv_text, distinct_joined
 from reproduce.render.sensitivity_data import GridCell, SensitivityData
 
 COLUMN_TITLES = {"warmup": "with warmup", "no-warmup": "no warmup"}
@@ -115,7 +116,7 @@ def sensitivity_csv(data: SensitivityData) -> str:
               "lr_sensitivity", "initial_loss"]
     for m in data.grid.multipliers:
         header += [f"final_loss_m{_m(m)}", f"verdicts_m{_m(m)}"]
-    out.write(",".join(header) + ",missing_runs\n")
+    out.write(",".join(header) + ",missing_runs," + ",".join(PROVENANCE_COLUMNS) + "\n")
     for (row, column), cell in data.cells.items():
         stable = cell.largest_stable()
         fields = [row, column, {True: "yes", False: "no", None: ""}[cell.paper_collapsed],
@@ -123,5 +124,8 @@ def sensitivity_csv(data: SensitivityData) -> str:
                   _num(cell.lr_sensitivity(), 4), _num(cell.initial_loss(), 4)]
         for m in data.grid.multipliers:
             fields += [_num(cell.final_loss(m), 4), ";".join(cell.verdicts(m))]
-        out.write(",".join(fields) + f",{len(cell.missing)}\n")
+        runs = [r for rs in cell.runs.values() for r in rs]
+        recorded = [csv_text(distinct_joined(r.recorded.get(k, "") for r in runs))
+                    for k in PROVENANCE_COLUMNS]
+        out.write(",".join([*fields, str(len(cell.missing)), *recorded]) + "\n")
     return out.getvalue()

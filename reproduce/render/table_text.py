@@ -23,8 +23,7 @@ from reproduce.render.orderings import WarmupFinding, warmup_finding
 from reproduce.render.provenance import (
     arithmetic_line,
     joined,
-    recorded_commit,
-    recorded_numerics,
+    provenance_columns,
 )
 from reproduce.render.table_data import TableCell, TableData
 
@@ -282,8 +281,7 @@ def _csv_rows(writer: csv.DictWriter, data: TableData) -> None:
                     VALID_LOSS: _round(r.get(VALID_LOSS), 4),
                     "steps": r.get("steps", ""),
                     "scale": r.get("scale", ""),
-                    "numerics": recorded_numerics(r),
-                    "git_commit": recorded_commit(r),
+                    **provenance_columns([r]),
                     "description": tc.cell.description,
                     "cell_id": tc.cell.cell_id,
                     "result_cell_id": r.get("cell_id", ""),
