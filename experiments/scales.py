@@ -217,16 +217,18 @@ DESIGNS: dict[str, dict[str, Any]] = {
     "tiny-d2": {"model_overrides": {"n_encoder_layers": 6, "n_decoder_layers": 6},
                 "val_interval": 20, "checkpoint_interval": 100},
 }
-# Each design's m, read by the calibration rule on its own settings (section 2); None: not
-# calibrated yet, and its grid cells refuse to run (the calibration cells, which set their own m,
-# run).
-DESIGN_MULTIPLIERS: dict[str, float | None] = dict.fromkeys(DESIGNS)
+# Each design's m, read by the calibration rule on its own settings (section 2; the readings are
+# docs/preregistration.md section 9); None: not calibrated yet, and its grid cells refuse to run
+# (the calibration cells, which set their own m, run).
+DESIGN_MULTIPLIERS: dict[str, float | None] = {"tiny-d1": 3.16, "tiny-d1p": 3.16,
+                                               "tiny-d2": 3.16}
 # The smoke preset (docs/preregistration.md section 5.6): design S, the tiny preset's 400 steps,
-# under its own name; its table runs leave out the companion tables (Figure 1's two 3000-step
-# cells), so a quick check of the whole pipeline takes minutes.
+# under its own name. Its table runs, and a design's, leave out the companion tables: Figure 1's
+# two 3000-step cells are the design-independent reference (run at --scale tiny), and a design
+# reads its mechanism from its own table2 A and G cells.
 SMOKE = "smoke"
 SCALES = ("tiny", "small", "base", SMOKE, *DESIGNS)
-SCALES_WITHOUT_COMPANIONS = (SMOKE,)
+SCALES_WITHOUT_COMPANIONS = (SMOKE, *DESIGNS)
 # Lightning's precision names (Trainer(precision=...)).
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
               "16-true", "bf16-true")

@@ -43,8 +43,8 @@ def test_the_smoke_preset_is_tiny_without_figure1(capsys) -> None:
         assert ("figure1/A/warmup/seed0" in out) == (scale == "tiny")
 
 
-def test_an_uncalibrated_design_runs_its_calibration_cells_only(capsys) -> None:
-    assert DESIGN_MULTIPLIERS["tiny-d1"] is None  # set when the calibration has been run
+def test_an_uncalibrated_design_runs_its_calibration_cells_only(capsys, monkeypatch) -> None:
+    monkeypatch.setitem(DESIGN_MULTIPLIERS, "tiny-d1", None)  # as before its calibration
     calibration = plan_cell(get_cell("sensitivity/B/warmup-m3.16/seed0"), "tiny-d1")
     assert calibration.preset.time_rescale == pytest.approx(5.0)  # the half-run rule at 4000
     assert calibration.preset.relative_lr_scale == pytest.approx(3.16)
@@ -57,3 +57,17 @@ def test_an_uncalibrated_design_runs_its_calibration_cells_only(capsys) -> None:
     err = capsys.readouterr().err
     assert "error: scale 'tiny-d1': its step-size multiplier m is not calibrated" in err
     assert "sensitivity/B/warmup-m<m>/seed0 --scale tiny-d1" in err
+
+
+@pytest.mark.parametrize("scale", ["tiny-d1", "tiny-d1p", "tiny-d2"])
+def test_a_calibrated_design_trains_its_table_with_its_m_and_no_figure1(scale: str,
+                                                                        capsys) -> None:
+    """m = 3.16 for each design (docs/preregistration.md section 9), width-matched; the table
+    run leaves out Figure 1's reference cells."""
+    preset = plan_cell(get_cell("table2/A/no-warmup/seed0"), scale).preset
+    assert preset.relative_lr_scale == DESIGN_MULTIPLIERS[scale] == 3.16
+    assert preset.lr_scale == pytest.approx(3.16 * (512 / 64) ** 0.5)
+    assert main(["table2", "--scale", scale, "--dry-run", "--results-dir",
+                 f"/nonexistent/{scale}"]) == 0
+    out = capsys.readouterr().out
+    assert f"table2 at scale {scale}: 44 cells" in out and "figure1/" not in out
