@@ -5,7 +5,7 @@ record or none. A waiter judges the owner each time it looks: a dead one (a pid 
 this host; a Slurm job that no longer runs, or was requeued, for another host's) is taken over,
 saying so. A live owner is waited for. An owner it cannot judge (another host without Slurm) is
 waited for too, and the wait says once, and again when it gives up, the command that breaks the
-lock: ``python -m data.unlock LOCK`` (it shows the owner first).
+lock: ``python -m reproduce unlock LOCK`` (it shows the owner first).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class LockTimeout(TimeoutError):
 
 def break_command(path: Path) -> str:
     """The command that shows a lock's owner and removes the lock."""
-    return f"{Path(sys.executable).name} -m data.unlock {path}"
+    return f"{Path(sys.executable).name} -m reproduce unlock {path}"
 
 
 def read_owner(path: Path) -> tuple[str, dict[str, Any]] | None:

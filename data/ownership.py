@@ -10,7 +10,7 @@ array job id, array task id and restart count. `judge(record)` says whether that
   (requeued), runs on nodes other than the owner's host (requeued elsewhere), or is this very job
   restarted (a higher SLURM_RESTART_COUNT). Alive when it runs on the owner's host;
 - otherwise (another host, no Slurm, or Slurm not answering) it cannot be told: `Verdict.alive`
-  is None and the caller names the command that breaks the lock (`data.unlock`).
+  is None and the caller names the command that breaks the lock (`reproduce unlock`).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from data import unlock as data_unlock
 from experiments.grid.cells import TableProvider
 from experiments.grid.registry import REGISTRY
 from experiments.scales import SCALES
@@ -276,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--rows", help=f"with {', '.join('--' + f for f in flags)}: only these "
                         "rows, e.g. --rows adafactor,lion")
     _add_render_outputs(render)
+
+    unlock = commands_.add_parser(
+        "unlock", help="show a lock's owner, then remove the lock (data.unlock)",
+        description=data_unlock.DESCRIPTION,
+        epilog="examples:\n  python -m reproduce unlock results/tiny --dry-run\n  python -m "
+        "reproduce unlock results/tiny/.cache/vocab/bin-81a08341809302f61296dd15",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data_unlock.add_arguments(unlock)
     return parser
 
 
@@ -289,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = {"run": commands.run_one, "render": commands.render,
                "prepare": commands.prepare, "dashboard": commands.dashboard,
-               }.get(args.command, commands.run_tables)
-    if args.command not in ("render", "dashboard"):
+               "unlock": data_unlock.run}.get(args.command, commands.run_tables)
+    if args.command not in ("render", "dashboard", "unlock"):
         signal.signal(signal.SIGTERM, _stop_before_start)
     try:
         return command(args)

@@ -200,7 +200,7 @@ def test_a_lock_it_cannot_judge_names_the_command_that_breaks_it(
     message = str(caught.value)
     assert "pid 4242 on another-node" in message and "cannot tell" in message
     command = message.rsplit("break the lock with: ", 1)[1]
-    assert command.endswith(f"-m data.unlock {lock}")
+    assert command.endswith(f"-m reproduce unlock {lock}")
     done = subprocess.run([sys.executable, *command.split()[1:]], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -215,3 +215,10 @@ def test_unlock_dry_run_shows_and_keeps(tmp_path: Path) -> None:
     lock.write_text(json.dumps({**owner_record(), "host": "elsewhere", "pid": 7}))
     assert "not removed" in unlock(lock, dry_run=True) and lock.exists()
     assert unlock(tmp_path / "none.lock") == f"{tmp_path / 'none.lock'}: no lock there"
+    # a folder names its lock: the one inside (results) or the one beside it (a data cache)
+    cache = tmp_path / "x"
+    cache.mkdir()
+    assert unlock(cache, dry_run=True).startswith(f"{lock}: held by pid 7 on elsewhere")
+    (cache / ".lock").write_text(lock.read_text())
+    assert unlock(cache).startswith(f"{cache / '.lock'}: held by")
+    assert not (cache / ".lock").exists() and lock.exists()

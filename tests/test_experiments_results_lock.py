@@ -1,6 +1,6 @@
 """The results-folder and cell locks judge their owner like every other lock (data.ownership):
 another host's lock whose Slurm job is gone is taken over, saying so; one that cannot be judged
-names the command that breaks it; ``python -m data.unlock`` shows its owner and removes it."""
+names the command that breaks it; ``python -m reproduce unlock`` shows its owner and removes it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from test_data_ownership import elsewhere, fake_slurm
 from data.ownership import SLURM_FIELDS
 from data.unlock import main as unlock_main
 from experiments.store.locks import LockHeld, results_lock
+from reproduce.cli import main as reproduce_main
 
 
 @pytest.fixture
@@ -46,8 +47,10 @@ def test_a_lock_it_cannot_judge_names_the_unlock_command(
     _leave(lock.path, elsewhere())
     with pytest.raises(LockHeld) as held:
         lock.acquire()
-    assert f"-m data.unlock {lock.path}" in str(held.value)
+    assert f"-m reproduce unlock {lock.path}" in str(held.value)
     assert "node7 is not this host" in str(held.value)
+    assert reproduce_main(["unlock", str(tmp_path / "results"), "--dry-run"]) == 0
+    assert "not removed (--dry-run)" in capsys.readouterr().out and lock.path.exists()
     assert unlock_main([str(lock.path)]) == 0
     shown = capsys.readouterr().out
     assert "held by pid 4242 on node7" in shown and shown.strip().endswith("removed")

@@ -4,7 +4,7 @@ A lock is a file holding its owner's record (data.ownership: host, pid, process 
 command, Slurm job and array task). An owner judged gone (a dead or reused pid on this host;
 on another host a Slurm job that no longer runs there) is taken over, saying so. An owner that
 cannot be judged (another host, no Slurm) is named with the command that breaks the lock,
-``python -m data.unlock LOCK``, which shows the owner first.
+``python -m reproduce unlock LOCK``, which shows the owner first.
 """
 
 from __future__ import annotations
