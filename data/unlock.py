@@ -21,7 +21,7 @@ def lock_of(path: Path) -> Path:
     the lock beside it (``<folder>.lock``)."""
     if not path.is_dir():
         return path
-    candidates = (path / ".lock", Path(str(path).rstrip("/") + ".lock"))
+    candidates = (path / ".lock", path.with_name(path.name + ".lock"))
     return next((c for c in candidates if c.exists()), candidates[0])
 
 

@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unlock", help="show a lock's owner, then remove the lock (data.unlock)",
         description=data_unlock.DESCRIPTION,
         epilog="examples:\n  python -m reproduce unlock results/tiny --dry-run\n  python -m "
-        "reproduce unlock results/tiny/.cache/vocab/bin-81a08341809302f61296dd15",
+        "reproduce unlock results/tiny/.cache/vocab/bin-<hash>",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data_unlock.add_arguments(unlock)

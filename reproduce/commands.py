@@ -123,7 +123,7 @@ def _plan(cell: Cell, scale: str, overrides: dict[str, object]) -> CellPlan:
 def run_tables(args: argparse.Namespace) -> int:
     """``table1|table2|table3|all|<provider>``: run the missing cells, then render. The tables
     that go with a table (Table 2's Figure 1) come with it when it runs whole, not with --rows
-    and not at the smoke scale."""
+    and not at a scale of SCALES_WITHOUT_COMPANIONS (smoke, the designs)."""
     tables = expand_all([args.command], with_companions=args.rows is None
                         and args.scale not in SCALES_WITHOUT_COMPANIONS)
     if args.source == "wandb":
