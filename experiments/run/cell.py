@@ -24,7 +24,7 @@ from experiments.identity import check_cell_folder
 from experiments.run.mirror import make_wandb_logger
 from experiments.run.record import result_record, write_final
 from experiments.run.trainer import build_cell, train_cell
-from experiments.schema import CONFIG_FILE, METRICS_FILE, CellPlan
+from experiments.schema import CHECKPOINT_SUBDIR, CONFIG_FILE, METRICS_FILE, CellPlan
 from experiments.store.checkpoints import find_resume_checkpoint
 from experiments.store.files import (
     MetricsWriter,
@@ -100,8 +100,9 @@ def _run_locked(plan: CellPlan, results_dir: Path, *, devices: int | str | None,
         return result
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
-        for leftover in remove_leftover_temp_files(out_dir):
-            _say(f"removed {leftover}, left by a writer that did not finish")
+        for folder in (out_dir, out_dir / CHECKPOINT_SUBDIR):
+            for leftover in remove_leftover_temp_files(folder):
+                _say(f"removed {leftover}, left by a writer that did not finish")
     resume_path, resume_step = find_resume_checkpoint(out_dir, log=_say)
     writer = MetricsWriter(out_dir / METRICS_FILE)
     if rank_zero:

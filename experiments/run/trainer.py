@@ -19,6 +19,7 @@ from experiments.grid.cells import Cell
 from experiments.identity import cell_identity, data_fingerprints
 from experiments.optimizers import build_optimizer, rescaled_decay, step_size_schedule
 from experiments.run.monitor import CellMonitor
+from experiments.run.staged_save import DirectCheckpointIO, StagedSaveTrainer
 from experiments.run.stop import CellInterrupted
 from experiments.scales import ScalePreset
 from experiments.schema import (
@@ -173,12 +174,13 @@ def train_cell(setup: CellSetup, writer: MetricsWriter, loggers: list[Any],
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*predict_dataloader.*")
-        trainer = pl.Trainer(
+        trainer = StagedSaveTrainer(
             max_steps=setup.steps,
             max_epochs=-1,
             default_root_dir=str(out_dir),
             logger=loggers or False,
             callbacks=[monitor, checkpoint],
+            plugins=[DirectCheckpointIO()],
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,

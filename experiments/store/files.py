@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -81,16 +82,23 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def remove_leftover_temp_files(folder: Path) -> list[Path]:
-    """Remove the temporary files of `atomic_write` that a killed writer left in ``folder``.
+    """Remove what a killed writer left in ``folder``: `atomic_write`'s temporary files and a
+    checkpoint's staging file or folder (experiments.run.staged_save), all named ``.*.tmp``.
 
     Called by the cell lock's holder, the only writer of its folder, so any such file there is
     a dead writer's (the lock's own temporary files, made by processes waiting for it, stay).
     """
     removed = []
     for tmp in sorted(Path(folder).glob(".*.tmp")):
-        if tmp.is_file() and not tmp.name.startswith(f"{LOCK_FILE}."):
+        if tmp.name.startswith(f"{LOCK_FILE}."):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.is_file() or tmp.is_symlink():
             tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+        else:
+            continue
+        removed.append(tmp)
     return removed
 
 
