@@ -27,7 +27,7 @@ UNIGRAM = 4.6
 def test_non_finite_loss_is_diverged() -> None:
     verdict = curve_verdict([3.0, 2.0, float("nan")], UNIGRAM)
     assert verdict.verdict == DIVERGED and verdict.collapsed
-    assert curve_verdict([3.0, 2.0], UNIGRAM, stopped_nonfinite=True).verdict == DIVERGED
+    assert curve_verdict([3.0, 2.0], UNIGRAM, stopped=True).verdict == DIVERGED
     assert curve_verdict([3.0, float("inf"), 1.0], UNIGRAM).verdict == DIVERGED
 
 
@@ -79,7 +79,7 @@ def test_a_diverged_verdict_says_which_stop_ended_the_run() -> None:
     assert run_verdict([], blown, None).reason == blown["diverged_reason"]
     assert "non-finite, or past the blow-up factor" in run_verdict(
         [], {"status": "diverged"}, UNIGRAM).reason  # a result from before the field
-    nan_curve = curve_verdict([3.0, float("nan")], UNIGRAM, stopped_nonfinite=True,
+    nan_curve = curve_verdict([3.0, float("nan")], UNIGRAM, stopped=True,
                               stop_reason="anything")
     assert nan_curve.reason == "non-finite loss (point 2 of 2)"
 

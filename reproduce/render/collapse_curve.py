@@ -1,10 +1,11 @@
 """The curve collapse rule (docs/calibration.md section 2): a verdict read from a run's loss curve.
 
-A run is ``diverged`` (a non-finite loss), ``collapsed`` (it gave back more than half its progress
-from the running minimum and stayed there, or it ended at >= 0.9 x the unigram level of the
-target side, experiments.measure.unigram), ``slow`` (still falling by more than 1% over the last
-interval) or ``trained``. Diverged and collapsed count as collapse; slow does not. The rule was
-written down before any run was scored, and reads nothing but the curve and the unigram level.
+A run is ``diverged`` (a non-finite loss, or stopped past the blow-up factor), ``collapsed`` (it
+gave back more than half its progress from the running minimum and stayed there, or it ended at
+>= 0.9 x the unigram level of the target side, experiments.measure.unigram), ``slow`` (still
+falling by more than 1% over the last interval) or ``trained``. Diverged and collapsed count as
+collapse; slow does not. The rule was written down before any run was scored, and reads nothing
+but the curve and the unigram level.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from experiments.schema import DIVERGED_FLAG, STATUS, VALID_LOSS, Status
 
-DIVERGED = Status.DIVERGED.value  # the verdict on a run with a non-finite loss
+DIVERGED = Status.DIVERGED.value  # a non-finite loss, or a run stopped at its blow-up factor
 COLLAPSED = "collapsed"
 SLOW = "slow"
 TRAINED = "trained"
@@ -46,13 +47,13 @@ class Verdict:
 
 
 def curve_verdict(losses: Sequence[float], unigram_level: float, *,
-                  stopped_nonfinite: bool = False, stop_reason: str | None = None) -> Verdict:
+                  stopped: bool = False, stop_reason: str | None = None) -> Verdict:
     """The verdict on one run from its loss curve in step order (validation losses, the final
-    evaluation last). ``stopped_nonfinite``: the run was stopped as diverged (a non-finite
+    evaluation last). ``stopped``: the run was stopped as diverged (a non-finite
     training loss, or one past the preset's blowup_factor), for ``stop_reason`` (result.json's
     diverged_reason) when it says which."""
     values = [float(v) for v in losses]
-    diverged = _divergence(values, stopped_nonfinite, stop_reason)
+    diverged = _divergence(values, stopped, stop_reason)
     if diverged is not None:
         return diverged
     if not unigram_level > 0 or not math.isfinite(unigram_level):
@@ -92,7 +93,7 @@ def _divergence(values: Sequence[float], stopped: bool, reason: str | None = Non
 
 def loss_curve(records: Sequence[dict], result: dict | None = None,
                key: str = VALID_LOSS) -> tuple[list[float], bool]:
-    """(the validation-loss curve of one run in step order, stopped on a non-finite loss?) from
+    """(the validation-loss curve of one run in step order, stopped as diverged?) from
     its metrics.jsonl records (the final evaluation row last) and its result.json."""
     points = []
     stopped = bool(result and result.get(STATUS) == Status.DIVERGED)
@@ -119,7 +120,7 @@ def run_verdict(records: Sequence[dict], result: dict, unigram_level: float | No
         return _divergence([float(v) for v in losses], stopped, result.get("diverged_reason"))
     if not (losses or stopped):
         return None
-    return curve_verdict(losses, unigram_level, stopped_nonfinite=stopped,
+    return curve_verdict(losses, unigram_level, stopped=stopped,
                          stop_reason=result.get("diverged_reason"))
 
 

@@ -147,13 +147,14 @@ def _unigram_line(data: TableData) -> str:
 
 LEGEND = (
     "`-` not run yet; `†` collapsed. Ours: by the curve rule (`curve`: diverged = a non-finite "
-    f"loss; gave back = rose above its running minimum by more than {GIVE_BACK_FRACTION:.0%} of "
-    f"its progress and stayed there; plateau = ended at or above {UNIGRAM_FRACTION} x the unigram "
-    f"level; slow = still falling by more than {SLOW_FRACTION:.0%} over the last interval, not "
-    "collapsed; trained; `?` not judged). The paper's: BLEU below a quarter of the best BLEU in "
-    "its column (diverged counts as 0), its numbers being BLEU alone. `BLEU<1/4`: the same BLEU "
-    "rule applied to ours, a secondary mark only. `✗` our collapse (curve rule) disagrees with "
-    "the paper's."
+    "loss, or a training loss past the blow-up factor where the run has one; gave back = rose "
+    f"above its running minimum by more than {GIVE_BACK_FRACTION:.0%} of its progress and "
+    f"stayed there; plateau = ended at or above {UNIGRAM_FRACTION} x the unigram level; slow = "
+    f"still falling by more than {SLOW_FRACTION:.0%} over the last interval, not collapsed; "
+    "trained; `?` not judged). The paper's: BLEU below a quarter of the best BLEU in its column "
+    "(diverged counts as 0), its numbers being BLEU alone. `BLEU<1/4`: the same BLEU rule "
+    "applied to ours, a secondary mark only. `✗` our collapse (curve rule) disagrees with the "
+    "paper's."
 )
 
 
