@@ -78,5 +78,6 @@ grep -h -i -E "waiting|held|in use" "$r"/table2/A/*/seed0/run.log | cut -c1-300
 echo "### 7. --set values that are not numbers in range"
 for bad in lr_scale=1e999 blowup_factor=1e999 val_interval=0 torch_threads=-1; do
     echo "--set $bad:"
-    tail_of repro table2 --scale tiny --results-dir "$work/bad" --set "$bad" --no-wandb
+    tail_of repro table2 --scale tiny --results-dir "$work/bad" --tables-dir "$work/t7" \
+        --set "$bad" --no-wandb
 done
