@@ -188,6 +188,24 @@ def test_damaged_result_and_checkpoint_are_named_and_recovered(
 
 # --- 5: one results folder, one run ---------------------------------------------------------------
 
+def _read_until(proc: subprocess.Popen, text: str, timeout_s: float) -> str:
+    """The lines ``proc`` printed up to the first holding ``text`` (fails after timeout_s)."""
+    import selectors
+
+    read, deadline = [], time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=deadline - time.monotonic()):
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            read.append(line)
+            if text in line:
+                return "".join(read)
+    pytest.fail(f"no {text!r} from the waiter within {timeout_s:.0f} s: {''.join(read)}")
+
 @pytest.mark.slow
 def test_two_runs_on_one_folder_one_refused_one_waiting(tmp_path: Path,
                                                          settings: list[str]) -> None:
@@ -202,15 +220,21 @@ def test_two_runs_on_one_folder_one_refused_one_waiting(tmp_path: Path,
         deadline = time.monotonic() + 120
         while not (results / ".lock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        # The first run is stopped (SIGSTOP) while the others meet its lock, so that it cannot
+        # finish before the waiter waits, however slow the machine.
+        os.killpg(first.pid, signal.SIGSTOP)
         second = _run(*common, timeout=120)
         assert second.returncode == 2, _clean(second)
         assert f"in use by pid {first.pid}" in second.stderr and "--wait-lock" in second.stderr
         waiter = subprocess.Popen(reproduce_cmd(*common, "--wait-lock"), cwd=REPO,
                                   env=reproduce_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        said = _read_until(waiter, "waiting for results folder", timeout_s=120)
+        os.killpg(first.pid, signal.SIGCONT)
         out, err = first.communicate(timeout=600)
         assert first.returncode == 0, out + err
         out, err = waiter.communicate(timeout=300)
+        out = said + out
         assert waiter.returncode == 0, out + err
         assert "waiting for results folder" in out and "2 already have results" in out
     finally:
