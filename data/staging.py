@@ -29,9 +29,15 @@ OWNER_FILE = ".owner.json"
 NO_RECORD_GRACE_S = 600.0
 
 
+def named_prefix(prefix: str) -> str:
+    """``<prefix><pid>@<host>~``: the start of this process's staging folders' names."""
+    return f"{prefix}{os.getpid()}@{host_name()}~"
+
+
 def make_staging(parent: Path, prefix: str) -> Path:
-    """A new folder ``<parent>/<prefix>XXXXXXXX`` recording this process as its maker."""
-    folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}@{host_name()}~"))
+    """A new folder ``<parent>/<prefix><pid>@<host>~XXXXXXXX`` recording this process as its
+    maker."""
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=named_prefix(prefix)))
     tmp = folder / f"{OWNER_FILE}.tmp"
     tmp.write_text(json.dumps(owner_record(), sort_keys=True))
     os.replace(tmp, folder / OWNER_FILE)

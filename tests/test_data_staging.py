@@ -14,13 +14,12 @@ from data.staging import OWNER_FILE, make_staging, remove_dead_staging
 PREFIX = ".spm-train-"
 # A maker killed between creating its folder and writing its record: here it exits there.
 KILLED_BEFORE_RECORD = (
-    "import sys, tempfile, os; from data.ownership import host_name; "
-    "print(tempfile.mkdtemp(dir=sys.argv[1], "
-    "prefix=f'.spm-train-{os.getpid()}@{host_name()}~'))")
+    "import sys, tempfile; from data.staging import named_prefix; "
+    "print(tempfile.mkdtemp(dir=sys.argv[1], prefix=named_prefix(sys.argv[2])))")
 
 
 def test_a_folder_whose_maker_died_before_its_record_is_removed_at_once(tmp_path: Path) -> None:
-    made = subprocess.run([sys.executable, "-c", KILLED_BEFORE_RECORD, str(tmp_path)],
+    made = subprocess.run([sys.executable, "-c", KILLED_BEFORE_RECORD, str(tmp_path), PREFIX],
                           capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[1])
     folder = Path(made.stdout.strip())

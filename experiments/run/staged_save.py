@@ -12,13 +12,14 @@ lock's next holder removes (`experiments.store.files.remove_leftover_temp_files`
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from experiments.store.files import fsync_dir, remove_path
 
 STAGING_SUFFIX = ".staging.tmp"
 RETIRED_SUFFIX = ".retired.tmp"
@@ -29,30 +30,19 @@ def staging_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{STAGING_SUFFIX}")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def swap_into_place(staged: Path, final: Path) -> None:
     """Rename ``staged`` (a file or a DCP folder) to ``final``, replacing what was there."""
     if staged.is_dir() and (final.exists() or final.is_symlink()):
         retired = final.with_name(f".{final.name}{RETIRED_SUFFIX}")
-        _remove(retired)
+        remove_path(retired, ignore_errors=False)
         os.rename(final, retired)  # a folder cannot be renamed over a non-empty one
         os.rename(staged, final)
-        _remove(retired)
+        remove_path(retired, ignore_errors=False)
     else:
         if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
+            remove_path(final, ignore_errors=False)
         os.replace(staged, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(final.parent)
 
 
 class DirectCheckpointIO(TorchCheckpointIO):
@@ -77,8 +67,8 @@ class StagedSaveTrainer(pl.Trainer):
                         storage_options: Any | None = None) -> None:
         final = Path(filepath)
         staged = staging_path(final)
-        if self.is_global_zero and (staged.exists() or staged.is_symlink()):
-            _remove(staged)  # a save killed at this name earlier
+        if self.is_global_zero:
+            remove_path(staged, ignore_errors=False)  # a save killed at this name earlier
         self.strategy.barrier("staged_save.clear")
         super().save_checkpoint(staged, weights_only=weights_only,
                                 storage_options=storage_options)  # ends at a barrier

@@ -73,7 +73,8 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -90,16 +91,21 @@ def remove_leftover_temp_files(folder: Path) -> list[Path]:
     """
     removed = []
     for tmp in sorted(Path(folder).glob(".*.tmp")):
-        if tmp.name.startswith(f"{LOCK_FILE}."):
-            continue
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.is_file() or tmp.is_symlink():
-            tmp.unlink(missing_ok=True)
-        else:
-            continue
-        removed.append(tmp)
+        if not tmp.name.startswith(f"{LOCK_FILE}.") and remove_path(tmp):
+            removed.append(tmp)
     return removed
+
+
+def remove_path(path: Path, *, ignore_errors: bool = True) -> bool:
+    """Remove a file, link or folder tree at ``path``; whether there was one. A folder that
+    cannot be removed whole raises only with ``ignore_errors=False``."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    elif path.is_file() or path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        return False
+    return True
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -118,7 +124,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
